@@ -1,0 +1,39 @@
+"""The admin app: liveness, readiness; reached by probes and operators, never by clients."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chatsvc.api.common import json_response
+from chatsvc.exceptions import EXCEPTION_HANDLERS
+from chatsvc.health import Health
+from chatsvc.middleware import RequestId, TrailingSlash
+
+
+async def healthz(request: Request) -> Response:
+    """Alive while the event loop answers; a database outage must not restart every pod."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    health: Health = request.app.state.health
+    if health.ready:
+        return json_response({"status": "ready"})
+    return json_response({"status": "unavailable", "reason": health.reason}, status=503)
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]
+
+
+def build_admin_app(health: Health) -> Starlette:
+    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS,
+                    middleware=[Middleware(RequestId), Middleware(TrailingSlash)])
+    app.state.health = health
+    return app

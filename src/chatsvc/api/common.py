@@ -1,0 +1,98 @@
+"""What every handler needs: bounded body reading, JSON decoding to structs, the caller's identity."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chatsvc import queries
+from chatsvc.errors import ApiError, invalid_request, unauthorized
+from chatsvc.schemas import CONTENT_TYPES, encoder
+
+T = TypeVar("T")
+
+# Tokens we issue are 43 URL-safe characters; anything far longer is not ours.
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,256}$")
+_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed the limit."""
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
+    """Decode `body` with `decoder`; every failure is a 400 naming the field path."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise invalid_request(describe_validation_error(error)) from None
+    except (msgspec.DecodeError, RecursionError, UnicodeError, ValueError):
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+
+
+def convert(data: Any, kind: type[T]) -> T:
+    """Validate already-parsed data (a query string merged with a body) into `kind`."""
+    try:
+        return msgspec.convert(data, kind, strict=False)
+    except msgspec.ValidationError as error:
+        raise invalid_request(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.recipient`" as "recipient: expected `int`..."."""
+    match = _AT_PATH.match(str(error))
+    message, path = match.group("message"), (match.group("path") or "").lstrip(".")
+    if path.endswith("type") and message.startswith("Invalid value"):
+        message = "expected one of " + ", ".join(f"'{name}'" for name in CONTENT_TYPES)
+    elif message[:1].isupper() and not message[1:2].isupper():
+        message = message[0].lower() + message[1:]
+    if not path or message.startswith(f"{path}:"):
+        return message
+    return f"{path}: {message}"
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(encoder.encode(payload), status_code=status, media_type="application/json")
+
+
+def token_hash(request: Request) -> bytes:
+    """SHA-256 of the presented token (`Bearer <t>` or a bare `<t>`, as the original took)."""
+    header = request.headers.get("authorization", "").strip()
+    scheme, _, rest = header.partition(" ")
+    token = rest.strip() if scheme.lower() == "bearer" else header
+    if not _TOKEN.match(token):
+        raise unauthorized()
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def authenticate(request: Request) -> int:
+    """The caller's user id, or 401."""
+    state = request.app.state
+    user_id = await queries.user_for_token(
+        state.pool, token_hash(request), state.settings.session_idle_timeout,
+        state.settings.session_touch_interval)
+    if user_id is None:
+        raise unauthorized()
+    request.state.user_id = user_id
+    return user_id
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the request body exceeds {limit} bytes")

@@ -1,0 +1,114 @@
+"""Sending and listing messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import asyncpg
+import msgspec
+from starlette.endpoints import HTTPEndpoint
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chatsvc import metrics, queries
+from chatsvc.api.common import authenticate, convert, decode, json_response, read_body
+from chatsvc.errors import ApiError, invalid_request
+from chatsvc.schemas import (
+    ListingQuery,
+    MessageCreated,
+    MessagePage,
+    NewMessage,
+    StoredMessage,
+    Text,
+    content_decoder,
+    encoder,
+    new_message_decoder,
+)
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_LISTING_PARAMETERS = ("recipient", "start", "limit")
+_any_json = msgspec.json.Decoder()
+
+
+class Messages(HTTPEndpoint):
+    """`/messages`: GET lists, POST sends; any other method is 405 with `Allow`."""
+
+    async def get(self, request: Request) -> Response:
+        return await list_messages(request)
+
+    async def post(self, request: Request) -> Response:
+        return await create_message(request)
+
+
+async def create_message(request: Request) -> Response:
+    state = request.app.state
+    idempotency_key = _idempotency_key(request)
+    caller = await authenticate(request)
+    message = decode(new_message_decoder, await read_body(request))
+    if message.sender is not None and message.sender != caller:
+        raise ApiError(403, "forbidden", "sender: you can only send as yourself")
+    if isinstance(message.content, Text) and len(message.content.text) > state.settings.max_text_chars:
+        raise invalid_request(
+            f"content.text: expected at most {state.settings.max_text_chars} characters")
+    content = encoder.encode(message.content).decode()
+    try:
+        created = await queries.create_message(
+            state.pool, caller, message.recipient, content, idempotency_key)
+    except asyncpg.ForeignKeyViolationError:
+        raise ApiError(404, "not_found", "recipient: no such user") from None
+    if created is None:
+        return await _replay(state.pool, caller, idempotency_key, message)
+    metrics.MESSAGES_CREATED.labels(content_type=type(message.content).__struct_config__.tag).inc()
+    return json_response(MessageCreated(created.id, created.created_at), status=201)
+
+
+async def list_messages(request: Request) -> Response:
+    state = request.app.state
+    caller = await authenticate(request)
+    query = convert(await _listing_parameters(request), ListingQuery)
+    limit = query.page_size
+    # Readers see their whole inbox; anyone else only what they sent to it.
+    only_from = None if caller == query.recipient else caller
+    rows = await queries.messages_for_recipient(
+        state.pool, query.recipient, query.start, limit + 1, only_from)
+    page = [StoredMessage(row["id"], row["created_at"], row["sender_id"], row["recipient_id"],
+                          msgspec.Raw(row["content"])) for row in rows[:limit]]
+    next_start = rows[limit]["id"] if len(rows) > limit else None
+    return json_response(MessagePage(page, next_start))
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise invalid_request("Idempotency-Key: expected 1 to 255 visible ASCII characters")
+    return key
+
+
+async def _replay(pool: Any, sender: int, key: str, message: NewMessage) -> Response:
+    """The first answer again for a retry, or 409 when the key now names a different request."""
+    original = await queries.message_by_idempotency_key(pool, sender, key)
+    if original is None:
+        raise ApiError(409, "conflict", "Idempotency-Key: a request with this key is in progress")
+    same = (original.recipient_id == message.recipient
+            and content_decoder.decode(original.content) == message.content)
+    if not same:
+        raise ApiError(409, "conflict",
+                       "Idempotency-Key: already used for a different message")
+    return json_response(MessageCreated(original.id, original.created_at), status=201)
+
+
+async def _listing_parameters(request: Request) -> dict[str, Any]:
+    """Each parameter from the query string when there, else from a JSON body (as the original)."""
+    body = await read_body(request)
+    parameters: dict[str, Any] = {}
+    if body.strip():
+        parsed = decode(_any_json, body)
+        if not isinstance(parsed, dict):
+            raise invalid_request("expected a JSON object")
+        parameters.update((k, v) for k, v in parsed.items() if k in _LISTING_PARAMETERS)
+    parameters.update((k, v) for k, v in request.query_params.items() if k in _LISTING_PARAMETERS)
+    return parameters
+

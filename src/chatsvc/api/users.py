@@ -1,0 +1,22 @@
+"""Sign-up."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chatsvc import queries
+from chatsvc.api.common import decode, json_response, read_body
+from chatsvc.errors import ApiError
+from chatsvc.schemas import UserCreated, credentials_decoder, username_key
+
+
+async def create_user(request: Request) -> Response:
+    state = request.app.state
+    credentials = decode(credentials_decoder, await read_body(request))
+    password_hash = await state.passwords.hash(credentials.password)
+    user_id = await queries.create_user(
+        state.pool, credentials.username, username_key(credentials.username), password_hash)
+    if user_id is None:
+        raise ApiError(409, "conflict", "username: this name is taken")
+    return json_response(UserCreated(user_id), status=201)

@@ -1,0 +1,45 @@
+"""The public app: the route table and the middleware order, nothing else."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from chatsvc.api import health, messages, sessions, users
+from chatsvc.exceptions import EXCEPTION_HANDLERS
+from chatsvc.middleware import RequestId, TrailingSlash
+from chatsvc.resources import Resources
+
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
+                        "Last-Event-ID"]
+CORS_EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
+                        "RateLimit-Reset"]
+
+ROUTES = [
+    Route("/", health.root, methods=["GET"]),
+    Route("/check", health.check, methods=["GET"]),
+    Route("/users", users.create_user, methods=["POST"]),
+    Route("/login", sessions.login, methods=["POST"]),
+    Route("/logout", sessions.logout, methods=["POST"]),
+    Route("/messages", messages.Messages),
+]
+
+
+def build_app(resources: Resources) -> Starlette:
+    settings = resources.settings
+    middleware = [
+        Middleware(RequestId),
+        Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                   allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_REQUEST_HEADERS,
+                   expose_headers=CORS_EXPOSED_HEADERS, max_age=600),
+        Middleware(TrailingSlash),
+    ]
+    app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    app.state.settings = settings
+    app.state.pool = resources.pool
+    app.state.passwords = resources.passwords
+    app.state.health = resources.health
+    return app
+

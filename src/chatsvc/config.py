@@ -1,0 +1,184 @@
+"""Every setting of chatsvc, typed and validated once at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting has a value chatsvc cannot use; the message names it and what it accepts."""
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"an integer from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return value
+
+    return parse
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"a number from {low:g} to {high:g}") from None
+        if not low <= value <= high:
+            raise ValueError(f"a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("true or false (also 1/0, yes/no, on/off)")
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError("one of " + ", ".join(options))
+        return value
+
+    return parse
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+def _database_url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("postgres://", "postgresql://")):
+        raise ValueError("a postgresql:// URL")
+    return value
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not origins:
+        raise ValueError("a comma-separated list of origins, or *")
+    return origins
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError("a comma-separated list of IP addresses or CIDR networks") from None
+    return tuple(networks)
+
+def _setting(env: str, default: str, parse: Callable[[str], Any], meaning: str) -> Any:
+    return dataclasses.field(metadata={"env": env, "default": default, "parse": parse,
+                                       "meaning": meaning})
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration; build it with `Settings.from_env()`."""
+
+    database_url: str = _setting(
+        "DATABASE_URL", "", _database_url,
+        "PostgreSQL URL. Unset: `make run` and the tests start a private cluster under `.data/`.")
+    host: str = _setting("CHATSVC_HOST", "0.0.0.0", _text, "Address both listeners bind to.")  # noqa: S104
+    port: int = _setting("CHATSVC_PORT", "8080", _integer(0, 65535), "Public API port.")
+    admin_port: int = _setting(
+        "CHATSVC_ADMIN_PORT", "8081", _integer(0, 65535),
+        "Admin port: probes, metrics, debug. Never route it from the internet.")
+    workers: int = _setting("CHATSVC_WORKERS", "1", _integer(1, 256),
+                            "Worker processes sharing the listening sockets.")
+    log_level: str = _setting("CHATSVC_LOG_LEVEL", "info",
+                              _choice("debug", "info", "warning", "error"), "Log level.")
+    access_log: bool = _setting("CHATSVC_ACCESS_LOG", "true", _boolean,
+                                "One JSON line per request.")
+    db_pool_min: int = _setting("CHATSVC_DB_POOL_MIN", "2", _integer(0, 1000),
+                                "Connections each process keeps open.")
+    db_pool_max: int = _setting("CHATSVC_DB_POOL_MAX", "10", _integer(1, 1000),
+                                "Most connections each process opens.")
+    db_timeout: float = _setting(
+        "CHATSVC_DB_TIMEOUT", "2", _number(0.05, 120),
+        "Seconds to wait for a connection or a statement before answering 503.")
+    health_interval: float = _setting(
+        "CHATSVC_HEALTH_INTERVAL", "2", _number(0.05, 300),
+        "Seconds between background database health checks behind `/check`.")
+    max_body_bytes: int = _setting("CHATSVC_MAX_BODY_BYTES", "65536", _integer(64, 64 << 20),
+                                   "Largest request body; larger is 413.")
+    max_text_chars: int = _setting("CHATSVC_MAX_TEXT_CHARS", "10000", _integer(1, 1_000_000),
+                                   "Longest text message, in characters.")
+    session_lifetime: float = _setting(
+        "CHATSVC_SESSION_LIFETIME", "43200", _number(1, 366 * 86400),
+        "Absolute session lifetime, seconds.")
+    session_idle_timeout: float = _setting(
+        "CHATSVC_SESSION_IDLE_TIMEOUT", "10800", _number(1, 366 * 86400),
+        "A session unused this many seconds expires.")
+    session_touch_interval: float = _setting(
+        "CHATSVC_SESSION_TOUCH_INTERVAL", "60", _number(0, 3600),
+        "The idle clock is written at most this often per session, seconds.")
+    argon2_time_cost: int = _setting("CHATSVC_ARGON2_TIME_COST", "3", _integer(1, 100),
+                                     "argon2id iterations.")
+    argon2_memory_kib: int = _setting("CHATSVC_ARGON2_MEMORY_KIB", "65536",
+                                      _integer(8, 4 << 20), "argon2id memory, KiB.")
+    argon2_parallelism: int = _setting("CHATSVC_ARGON2_PARALLELISM", "1", _integer(1, 64),
+                                       "argon2id lanes.")
+    hash_threads: int = _setting(
+        "CHATSVC_HASH_THREADS", "2", _integer(1, 256),
+        "Threads hashing passwords, so logins never stall the event loop.")
+    cors_origins: tuple[str, ...] = _setting("CHATSVC_CORS_ORIGINS", "*", _origins,
+                                             "Allowed CORS origins, comma-separated.")
+    trusted_proxies: tuple[Any, ...] = _setting(
+        "CHATSVC_TRUSTED_PROXIES", "", _networks,
+        "Addresses/CIDRs whose `X-Forwarded-For` is believed.")
+    rate: float = _setting("CHATSVC_RATE", "500", _number(0, 1e9),
+                           "Requests/s per client, average; 0 turns the limiter off.")
+    burst: int = _setting("CHATSVC_BURST", "100", _integer(1, 1_000_000),
+                          "Requests per client in a burst.")
+    auth_rate: float = _setting(
+        "CHATSVC_AUTH_RATE", "10", _number(0, 1e9),
+        "Logins and sign-ups per minute per address; 0 turns it off.")
+    auth_burst: int = _setting("CHATSVC_AUTH_BURST", "10", _integer(1, 1_000_000),
+                               "Logins and sign-ups in a burst.")
+    drain_delay: float = _setting(
+        "CHATSVC_DRAIN_DELAY", "5", _number(0, 3600),
+        "Seconds of serving with `/check` at 503 after SIGTERM.")
+    shutdown_timeout: float = _setting(
+        "CHATSVC_SHUTDOWN_TIMEOUT", "20", _number(0, 3600),
+        "Seconds in-flight requests get to finish once listeners close.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting, reporting all bad values at once."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for field in dataclasses.fields(cls):
+            meta = field.metadata
+            raw = environ.get(meta["env"], meta["default"])
+            try:
+                values[field.name] = meta["parse"](raw)
+            except ValueError as error:
+                problems.append(f"{meta['env']}={raw!r}: expected {error}")
+        if not problems and values["db_pool_min"] > values["db_pool_max"]:
+            problems.append("CHATSVC_DB_POOL_MIN must not exceed CHATSVC_DB_POOL_MAX")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (tests, benchmarks)."""
+        return dataclasses.replace(self, **changes)
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, default, meaning) for every setting, in declaration order, for the README."""
+    return [(f.metadata["env"], f.metadata["default"], f.metadata["meaning"])
+            for f in dataclasses.fields(Settings)]

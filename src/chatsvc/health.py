@@ -1,0 +1,53 @@
+"""Readiness kept in memory by a background task, so a probe never costs a database round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from chatsvc.db import UNAVAILABLE_ERRORS
+
+log = logging.getLogger("chatsvc.health")
+
+
+class Health:
+    """Whether this process should receive traffic, and if not, why."""
+
+    def __init__(self) -> None:
+        self.database_ok = False
+        self.draining = False
+
+    @property
+    def ready(self) -> bool:
+        return self.database_ok and not self.draining
+
+    @property
+    def reason(self) -> str | None:
+        """Why the process is not ready: `draining` wins over `database`."""
+        if self.draining:
+            return "draining"
+        if not self.database_ok:
+            return "database"
+        return None
+
+    async def check_database(self, pool: asyncpg.Pool, timeout: float) -> None:
+        """One probe of the database, recording the result and logging each change."""
+        try:
+            async with pool.acquire(timeout=timeout) as connection:
+                await connection.fetchval("SELECT 1", timeout=timeout)
+            ok = True
+        except UNAVAILABLE_ERRORS as error:
+            ok = False
+            if self.database_ok:
+                log.warning("database unreachable", extra={"error": type(error).__name__})
+        if ok and not self.database_ok:
+            log.info("database reachable")
+        self.database_ok = ok
+
+    async def watch_database(self, pool: asyncpg.Pool, interval: float, timeout: float) -> None:
+        """Probe the database every `interval` seconds until cancelled."""
+        while True:
+            await self.check_database(pool, min(timeout, interval))
+            await asyncio.sleep(interval)

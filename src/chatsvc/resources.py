@@ -1,0 +1,43 @@
+"""The long-lived parts a process shares between its apps: settings, pool, hasher, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+
+from chatsvc.config import Settings
+from chatsvc.db import create_pool
+from chatsvc.health import Health
+from chatsvc.passwords import Passwords
+
+
+@dataclass(slots=True)
+class Resources:
+    settings: Settings
+    pool: asyncpg.Pool
+    passwords: Passwords
+    health: Health
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """Open the pool and start the health watcher; close both on exit."""
+    pool = await create_pool(settings)
+    passwords = Passwords(settings)
+    health = Health()
+    await health.check_database(pool, settings.db_timeout)
+    watcher = asyncio.create_task(
+        health.watch_database(pool, settings.health_interval, settings.db_timeout),
+        name="health-watcher")
+    try:
+        yield Resources(settings, pool, passwords, health)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        passwords.close()
+        await pool.close()

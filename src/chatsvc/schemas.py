@@ -1,0 +1,157 @@
+"""msgspec structs for every request and response body; the message content tagged union."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+MAX_ID = 2**63 - 1
+
+Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
+Dimension = Annotated[int, Meta(ge=1, le=32767)]
+
+USERNAME_MAX_CHARS = 64
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_CHARS = 1024
+URL_MAX_CHARS = 2048
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+
+
+def username_key(username: str) -> str:
+    """The form two usernames are compared in: NFC, then case-folded."""
+    return unicodedata.normalize("NFC", username).casefold()
+
+
+class Credentials(Struct):
+    """Body of `POST /users` and `POST /login`."""
+
+    username: str
+    password: str
+
+    def __post_init__(self) -> None:
+        self.username = unicodedata.normalize("NFC", self.username)
+        if not 1 <= len(self.username) <= USERNAME_MAX_CHARS:
+            raise ValueError(f"username: expected 1 to {USERNAME_MAX_CHARS} characters")
+        if _CONTROL.search(self.username):
+            raise ValueError("username: control characters are not allowed")
+        if self.username != self.username.strip():
+            raise ValueError("username: leading or trailing whitespace is not allowed")
+        if not PASSWORD_MIN_CHARS <= len(self.password) <= PASSWORD_MAX_CHARS:
+            raise ValueError(
+                f"password: expected {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
+
+
+def _check_url(url: str) -> None:
+    if not 1 <= len(url) <= URL_MAX_CHARS:
+        raise ValueError(f"content.url: expected 1 to {URL_MAX_CHARS} characters")
+    if _WHITESPACE_OR_CONTROL.search(url):
+        raise ValueError("content.url: whitespace and control characters are not allowed")
+    scheme = _SCHEME.match(url)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        raise ValueError("content.url: the scheme must be http or https")
+
+
+class Text(Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
+    """A text message; its upper length is a setting, checked by the handler."""
+
+    text: Annotated[str, Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        if "\x00" in self.text:
+            raise ValueError("content.text: NUL characters are not allowed")
+
+
+class Image(Struct, tag="image", tag_field="type", forbid_unknown_fields=True):
+    url: str
+    width: Dimension = 64
+    height: Dimension = 64
+
+    def __post_init__(self) -> None:
+        _check_url(self.url)
+
+
+class Video(Struct, tag="video", tag_field="type", forbid_unknown_fields=True):
+    url: str
+    source: Literal["youtube", "vimeo"]
+
+    def __post_init__(self) -> None:
+        _check_url(self.url)
+
+
+Content = Text | Image | Video
+CONTENT_TYPES = ("text", "image", "video")
+
+
+class NewMessage(Struct):
+    """Body of `POST /messages`; unknown top-level fields are ignored, as the original did."""
+
+    recipient: Id
+    content: Content
+    sender: Id | None = None
+
+
+class ListingQuery(Struct):
+    """Parameters of `GET /messages`, from the query string or a JSON body."""
+
+    recipient: Id
+    start: Annotated[int, Meta(ge=0, le=MAX_ID)] = 0
+    limit: Annotated[int, Meta(ge=0, le=PAGE_MAX)] = 0
+
+    @property
+    def page_size(self) -> int:
+        # The original treated 0 as "use the default"; clients rely on it.
+        return self.limit or PAGE_DEFAULT
+
+
+class UserCreated(Struct):
+    id: int
+
+
+class LoggedIn(Struct):
+    id: int
+    token: str
+
+
+class MessageCreated(Struct):
+    id: int
+    timestamp: datetime
+
+
+class StoredMessage(Struct):
+    """One message of a listing; `content` is the stored JSON, passed through untouched."""
+
+    id: int
+    timestamp: datetime
+    sender: int
+    recipient: int
+    content: msgspec.Raw
+
+
+class MessagePage(Struct):
+    messages: list[StoredMessage]
+    next_start: int | None
+
+
+class ErrorDetail(Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(Struct):
+    error: ErrorDetail
+
+
+encoder = msgspec.json.Encoder()
+credentials_decoder = msgspec.json.Decoder(Credentials)
+new_message_decoder = msgspec.json.Decoder(NewMessage)
+content_decoder = msgspec.json.Decoder(Content)

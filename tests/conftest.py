@@ -1,0 +1,103 @@
+"""Fixtures: a real PostgreSQL (private, or DATABASE_URL), the real app, users that log in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from chatsvc.app import build_app
+from chatsvc.config import Settings
+from chatsvc.migrate import migrate
+from chatsvc.resources import Resources, open_resources
+from tests.support import PROJECT_ROOT, DatabaseFactory, User, sign_up_and_log_in
+
+# Cheap argon2 parameters: the suite hashes hundreds of passwords.
+TEST_SETTINGS = {
+    "CHATSVC_ARGON2_TIME_COST": "1",
+    "CHATSVC_ARGON2_MEMORY_KIB": "64",
+    "CHATSVC_RATE": "0",
+    "CHATSVC_AUTH_RATE": "0",
+    "CHATSVC_LOG_LEVEL": "warning",
+}
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """A PostgreSQL server: DATABASE_URL's when set, else a private cluster under `.data/`."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    from chatsvc.devdb import PrivateCluster
+
+    with PrivateCluster(PROJECT_ROOT / ".data" / "test") as cluster:
+        yield cluster.dsn
+
+
+@pytest.fixture(scope="session")
+async def databases(server_dsn: str) -> AsyncIterator[DatabaseFactory]:
+    """Makes throwaway databases on the server, dropped when the session ends."""
+    factory = DatabaseFactory(server_dsn)
+    yield factory
+    await factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+async def database_url(databases: DatabaseFactory) -> str:
+    """One migrated database for the in-process tests; each test makes its own users."""
+    url = await databases.create()
+    await migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings.from_env({**TEST_SETTINGS, "DATABASE_URL": database_url})
+
+
+@pytest.fixture(scope="session")
+async def resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with open_resources(settings) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+async def db(resources: Resources) -> asyncpg.Pool:
+    """Direct access to the suite's database, for arranging and checking rows."""
+    return resources.pool
+
+
+@pytest.fixture
+async def client(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(resources))
+    async with httpx.AsyncClient(transport=transport, base_url="http://chatsvc") as client:
+        yield client
+
+
+@pytest.fixture
+def new_user(client: httpx.AsyncClient):
+    """`await new_user()`: a fresh signed-up, logged-in user."""
+
+    async def make(username: str | None = None) -> User:
+        return await sign_up_and_log_in(client, username)
+
+    return make
+
+
+@pytest.fixture
+async def alice(new_user) -> User:
+    return await new_user()
+
+
+@pytest.fixture
+async def bob(new_user) -> User:
+    return await new_user()
+
+
+@pytest.fixture
+async def carol(new_user) -> User:
+    return await new_user()
+

@@ -74,10 +74,5 @@ def _devdb(args: argparse.Namespace) -> int:
             print("chatsvc devdb exec: expected -- COMMAND ...", file=sys.stderr)
             return 2
         return devdb.exec_with_database(command, args.root)
-    if args.action == "start":
-        print(devdb.start(args.root))
-    elif args.action == "stop":
-        devdb.stop(args.root)
-    else:
-        print(devdb.url(args.root))
-    return 0
+    actions = {"start": devdb.start, "stop": devdb.stop, "url": devdb.url}
+    return actions[args.action](args.root)

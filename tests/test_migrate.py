@@ -94,7 +94,7 @@ async def test_a_failing_migration_leaves_nothing_behind(databases: DatabaseFact
 
 def test_badly_named_files_are_an_error(tmp_path: Path) -> None:
     (tmp_path / "init.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_lowercase_words.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_lowercase_words\.sql"):
         load_migrations(tmp_path)
 
 

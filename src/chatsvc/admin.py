@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from chatsvc import metrics
 from chatsvc.api.common import json_response
 from chatsvc.exceptions import EXCEPTION_HANDLERS
 from chatsvc.health import Health
-from chatsvc.middleware import RequestId, TrailingSlash
+from chatsvc.middleware import InternalErrors, RequestId, TrailingSlash
 
 
 async def healthz(request: Request) -> Response:
@@ -26,14 +27,20 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "unavailable", "reason": health.reason}, status=503)
 
 
+async def prometheus_metrics(request: Request) -> Response:
+    body, content_type = metrics.scrape()
+    return Response(body, media_type=content_type)
+
+
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", prometheus_metrics, methods=["GET"]),
 ]
 
 
 def build_admin_app(health: Health) -> Starlette:
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS,
-                    middleware=[Middleware(RequestId), Middleware(TrailingSlash)])
+                    middleware=[Middleware(RequestId), Middleware(InternalErrors), Middleware(TrailingSlash)])
     app.state.health = health
     return app

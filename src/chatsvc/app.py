@@ -9,7 +9,8 @@ from starlette.routing import Route
 
 from chatsvc.api import health, messages, sessions, users
 from chatsvc.exceptions import EXCEPTION_HANDLERS
-from chatsvc.middleware import RequestId, TrailingSlash
+from chatsvc.middleware import HeaderCount, InternalErrors, RequestId, TrailingSlash
+from chatsvc.observe import Observe
 from chatsvc.resources import Resources
 
 CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
@@ -31,10 +32,13 @@ def build_app(resources: Resources) -> Starlette:
     settings = resources.settings
     middleware = [
         Middleware(RequestId),
+        Middleware(InternalErrors),
+        Middleware(Observe, log_requests=settings.access_log),
+        Middleware(HeaderCount, max_headers=settings.max_headers),
+        Middleware(TrailingSlash),
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_REQUEST_HEADERS,
                    expose_headers=CORS_EXPOSED_HEADERS, max_age=600),
-        Middleware(TrailingSlash),
     ]
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     app.state.settings = settings

@@ -44,12 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    import uvloop
+    from chatsvc.server import run
 
-    from chatsvc.server import serve
-
-    uvloop.run(serve(settings))
-    return 0
+    return run(settings)
 
 
 def _migrate(settings: Settings, sql_dir: Path | None) -> int:

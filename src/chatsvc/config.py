@@ -114,6 +114,17 @@ class Settings:
         "Seconds between background database health checks behind `/check`.")
     max_body_bytes: int = _setting("CHATSVC_MAX_BODY_BYTES", "65536", _integer(64, 64 << 20),
                                    "Largest request body; larger is 413.")
+    max_header_bytes: int = _setting(
+        "CHATSVC_MAX_HEADER_BYTES", "16384", _integer(1024, 1 << 20),
+        "Largest request line plus headers; larger closes the connection with 431/400.")
+    max_headers: int = _setting("CHATSVC_MAX_HEADERS", "100", _integer(8, 10_000),
+                                "Most request headers; more is 431.")
+    keep_alive_timeout: float = _setting(
+        "CHATSVC_KEEP_ALIVE_TIMEOUT", "5", _number(0.1, 3600),
+        "Seconds an idle connection stays open; also the deadline for a request's headers.")
+    read_timeout: float = _setting(
+        "CHATSVC_READ_TIMEOUT", "10", _number(1, 3600),
+        "Seconds a request body may take to arrive; slower is 408.")
     max_text_chars: int = _setting("CHATSVC_MAX_TEXT_CHARS", "10000", _integer(1, 1_000_000),
                                    "Longest text message, in characters.")
     session_lifetime: float = _setting(
@@ -143,6 +154,9 @@ class Settings:
                            "Requests/s per client, average; 0 turns the limiter off.")
     burst: int = _setting("CHATSVC_BURST", "100", _integer(1, 1_000_000),
                           "Requests per client in a burst.")
+    rate_limit_max_clients: int = _setting(
+        "CHATSVC_RATE_LIMIT_MAX_CLIENTS", "100000", _integer(100, 100_000_000),
+        "Most clients with a rate-limit bucket in memory; the least recently seen go first.")
     auth_rate: float = _setting(
         "CHATSVC_AUTH_RATE", "10", _number(0, 1e9),
         "Logins and sign-ups per minute per address; 0 turns it off.")

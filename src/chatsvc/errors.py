@@ -10,7 +10,7 @@ from chatsvc.schemas import ErrorBody, ErrorDetail, encoder
 
 # Answers sent before the whole body was read: the connection must not be
 # reused, or the unread rest of the body would be parsed as the next request.
-CLOSE_AFTER = frozenset({401, 413, 429})
+CLOSE_AFTER = frozenset({401, 408, 413, 429, 431})
 
 
 class ApiError(Exception):

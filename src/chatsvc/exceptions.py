@@ -42,16 +42,9 @@ async def database_rejected_input(request: Request, error: Exception) -> Respons
     return error_response(invalid_request("a value cannot be stored: " + type(error).__name__))
 
 
-async def internal_error(request: Request, error: Exception) -> Response:
-    log.exception("unhandled error", extra={"request_id": request.scope.get("state", {})
-                                            .get("request_id")})
-    return error_response(ApiError(500, "internal", "internal server error"))
-
-
 EXCEPTION_HANDLERS = {
     ApiError: api_error,
     HTTPException: http_error,
     asyncpg.DataError: database_rejected_input,
     **{kind: database_unavailable for kind in UNAVAILABLE_ERRORS},
-    Exception: internal_error,
 }

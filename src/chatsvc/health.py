@@ -7,6 +7,7 @@ import logging
 
 import asyncpg
 
+from chatsvc import metrics
 from chatsvc.db import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("chatsvc.health")
@@ -50,4 +51,6 @@ class Health:
         """Probe the database every `interval` seconds until cancelled."""
         while True:
             await self.check_database(pool, min(timeout, interval))
+            metrics.POOL_SIZE.set(pool.get_size())
+            metrics.POOL_IDLE.set(pool.get_idle_size())
             await asyncio.sleep(interval)

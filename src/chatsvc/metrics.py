@@ -1,12 +1,77 @@
-"""Prometheus metrics of chatsvc, defined once."""
+"""Prometheus metrics of chatsvc, defined once, and the scrape that sees every worker process."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+import platform
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY as PROCESS_REGISTRY
+
+from chatsvc import __version__
+
+# Set by `chatsvc serve` before any worker starts (and so before this module is
+# imported there): every worker then writes its samples to files in that
+# directory and a scrape of any one worker reads them all.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+UNMATCHED_ROUTE = "unmatched"
+
+REQUESTS = Counter(
+    "chatsvc_http_requests_total", "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"])
+REQUEST_SECONDS = Histogram(
+    "chatsvc_http_request_duration_seconds", "Time from request to the end of the response.",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+IN_FLIGHT = Gauge("chatsvc_http_requests_in_flight", "Requests being served now.",
+                  multiprocess_mode="livesum")
+POOL_SIZE = Gauge("chatsvc_db_pool_connections", "Open database connections.",
+                  multiprocess_mode="livesum")
+POOL_IDLE = Gauge("chatsvc_db_pool_idle_connections", "Open database connections not in use.",
+                  multiprocess_mode="livesum")
+RATE_LIMITED = Counter("chatsvc_rate_limited_total", "Requests refused with 429, by limiter.",
+                       ["limiter"])
 LOGINS = Counter("chatsvc_logins_total", "Login attempts by result.", ["result"])
 MESSAGES_CREATED = Counter(
     "chatsvc_messages_created_total", "Messages stored, by content type.", ["content_type"])
 PASSWORD_HASH_SECONDS = Histogram(
     "chatsvc_password_hash_seconds", "Time to hash or verify one password.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+BUILD_INFO = Gauge("chatsvc_build_info", "Always 1; the labels say what is running.",
+                   ["version", "python"], multiprocess_mode="max")
+BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)
+
+
+def scrape() -> tuple[bytes, str]:
+    """The Prometheus text of this process, or of the whole worker group when there is one."""
+    directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if not directory:
+        return generate_latest(PROCESS_REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    # Process metrics cannot be summed across processes: these are the answering worker's.
+    text = generate_latest(registry) + _process_metrics()
+    return text, CONTENT_TYPE_LATEST
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges so they stop counting toward the group."""
+    if os.environ.get(MULTIPROCESS_DIR_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+def _process_metrics() -> bytes:
+    from prometheus_client import ProcessCollector
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return generate_latest(registry)

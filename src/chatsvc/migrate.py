@@ -16,7 +16,7 @@ log = logging.getLogger("chatsvc.migrate")
 # Any constant works; it only has to be the same for every replica.
 ADVISORY_LOCK_KEY = 0x63686174737663  # "chatsvc"
 
-MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -57,7 +57,7 @@ def load_migrations(sql_dir: Path) -> list[Migration]:
     for path in sorted(sql_dir.iterdir()):
         if path.suffix != ".sql":
             continue
-        if not MIGRATION_NAME.match(path.name):
+        if not MIGRATION_NAME.fullmatch(path.name):
             raise MigrationError(f"{path.name}: migration files are named NNNN_lowercase_words.sql")
         migrations.append(Migration(path.name, path.read_text(encoding="utf-8")))
     numbers = [m.name[:4] for m in migrations]

@@ -49,16 +49,34 @@ class Credentials(Struct):
         if not PASSWORD_MIN_CHARS <= len(self.password) <= PASSWORD_MAX_CHARS:
             raise ValueError(
                 f"password: expected {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
+        _refuse_nul(self.password, "password")
+
+
+class LoginCredentials(Struct):
+    """Body of `POST /login`: no sign-up rules, so accounts made under the original's still log in."""
+
+    username: Annotated[str, Meta(min_length=1, max_length=4 * USERNAME_MAX_CHARS)]
+    password: Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX_CHARS)]
+
+    def __post_init__(self) -> None:
+        _refuse_nul(self.username, "username")
+        _refuse_nul(self.password, "password")
+
+
+def _refuse_nul(value: str, field: str) -> None:
+    # PostgreSQL cannot store NUL in text, and bcrypt cannot hash it: refuse it everywhere.
+    if "\x00" in value:
+        raise ValueError(f"{field}: NUL characters are not allowed")
 
 
 def _check_url(url: str) -> None:
     if not 1 <= len(url) <= URL_MAX_CHARS:
-        raise ValueError(f"content.url: expected 1 to {URL_MAX_CHARS} characters")
+        raise ValueError(f"url: expected 1 to {URL_MAX_CHARS} characters")
     if _WHITESPACE_OR_CONTROL.search(url):
-        raise ValueError("content.url: whitespace and control characters are not allowed")
+        raise ValueError("url: whitespace and control characters are not allowed")
     scheme = _SCHEME.match(url)
     if scheme and scheme.group(1).lower() not in ("http", "https"):
-        raise ValueError("content.url: the scheme must be http or https")
+        raise ValueError("url: the scheme must be http or https")
 
 
 class Text(Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
@@ -67,8 +85,7 @@ class Text(Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
     text: Annotated[str, Meta(min_length=1)]
 
     def __post_init__(self) -> None:
-        if "\x00" in self.text:
-            raise ValueError("content.text: NUL characters are not allowed")
+        _refuse_nul(self.text, "text")
 
 
 class Image(Struct, tag="image", tag_field="type", forbid_unknown_fields=True):
@@ -153,5 +170,6 @@ class ErrorBody(Struct):
 
 encoder = msgspec.json.Encoder()
 credentials_decoder = msgspec.json.Decoder(Credentials)
+login_decoder = msgspec.json.Decoder(LoginCredentials)
 new_message_decoder = msgspec.json.Decoder(NewMessage)
 content_decoder = msgspec.json.Decoder(Content)

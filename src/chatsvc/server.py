@@ -1,30 +1,62 @@
-"""Serving: hypercorn on the public and admin listeners, signals, and the drain sequence."""
+"""Serving: hypercorn on the public and admin listeners, worker processes, signals, the drain."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
+import time
+from multiprocessing.connection import wait as wait_for_processes
+from typing import Any
 
-from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.utils import wrap_app
 
-from chatsvc.admin import build_admin_app
-from chatsvc.app import build_app
 from chatsvc.config import Settings
-from chatsvc.resources import open_resources
 
 log = logging.getLogger("chatsvc.server")
 
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# A worker that dies this soon after starting is failing to start, not crashing once.
+RESPAWN_BACKOFF_SECONDS = 1.0
+
+
+def run(settings: Settings) -> int:
+    """`chatsvc serve`: one process serving, or a supervisor of `CHATSVC_WORKERS` of them."""
+    public, admin = (hypercorn_config(settings, port) for port in (settings.port, settings.admin_port))
+    sockets = public.create_sockets(), admin.create_sockets()
+    if settings.workers == 1:
+        return _serve_in_this_process(settings, sockets)
+    return Supervisor(settings, sockets).run()
+
+
+def hypercorn_config(settings: Settings, port: int) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"{settings.host}:{port}"]
+    config.workers = settings.workers  # hypercorn sets SO_REUSEPORT for more than one
+    config.graceful_timeout = settings.shutdown_timeout
+    # Until a request's headers are complete the connection counts as idle, so this also
+    # bounds how long a client may take to send them (one byte a second gets cut off).
+    config.keep_alive_timeout = settings.keep_alive_timeout
+    config.read_timeout = int(max(1, settings.read_timeout))
+    config.h11_max_incomplete_size = settings.max_header_bytes
+    config.include_server_header = False
+    config.accesslog = None
+    config.errorlog = logging.getLogger("chatsvc.hypercorn")
+    return config
 
 
 class Drain:
     """The shutdown sequence of API.md, started by the first signal; a second exits at once."""
 
-    def __init__(self, settings: Settings, health) -> None:
+    def __init__(self, settings: Settings, health: Any) -> None:
         self._settings = settings
         self._health = health
         self._task: asyncio.Task | None = None
@@ -45,30 +77,108 @@ class Drain:
         self.listeners_closed.set()
 
 
-def hypercorn_config(settings: Settings, port: int) -> HypercornConfig:
-    config = HypercornConfig()
-    config.bind = [f"{settings.host}:{port}"]
-    config.graceful_timeout = settings.shutdown_timeout
-    config.accesslog = None
-    config.errorlog = logging.getLogger("chatsvc.hypercorn")
-    return config
+async def serve(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
+    """Serve both listeners on already-bound sockets until a signal has drained them."""
+    from chatsvc.admin import build_admin_app
+    from chatsvc.app import build_app
+    from chatsvc.resources import open_resources
 
-
-async def serve(settings: Settings) -> None:
-    """Serve both listeners until a signal has drained them."""
     async with open_resources(settings) as resources:
         drain = Drain(settings, resources.health)
         loop = asyncio.get_running_loop()
         for signum in DRAIN_SIGNALS:
             loop.add_signal_handler(signum, drain.on_signal, signum)
-        public = hypercorn_serve(build_app(resources), hypercorn_config(settings, settings.port),
-                                 shutdown_trigger=drain.listeners_closed.wait)
-        admin = hypercorn_serve(build_admin_app(resources.health),
-                                hypercorn_config(settings, settings.admin_port),
-                                shutdown_trigger=drain.listeners_closed.wait)
-        log.info("serving", extra={"port": settings.port, "admin_port": settings.admin_port})
-        await asyncio.gather(public, admin)
-        for signum in DRAIN_SIGNALS:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(signum)
+        apps = build_app(resources), build_admin_app(resources)
+        ports = settings.port, settings.admin_port
+        await asyncio.gather(*(
+            worker_serve(wrap_app(app, 0, "asgi"), hypercorn_config(settings, port),
+                         sockets=bound, shutdown_trigger=drain.listeners_closed.wait)
+            for app, port, bound in zip(apps, ports, sockets, strict=True)))
     log.info("stopped")
+
+
+def _serve_in_this_process(settings: Settings, sockets: tuple[Sockets, Sockets]) -> int:
+    import uvloop
+
+    log.info("serving", extra={"port": settings.port, "admin_port": settings.admin_port,
+                               "pid": os.getpid()})
+    uvloop.run(serve(settings, sockets))
+    return 0
+
+
+def _worker_main(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
+    """Entry point of a worker process."""
+    # Own process group: a terminal's Ctrl-C reaches only the supervisor, which then
+    # drains every worker once, instead of each worker seeing it and then a second signal.
+    os.setpgrp()
+    from chatsvc.logs import configure_logging
+
+    configure_logging(settings)
+    _serve_in_this_process(settings, sockets)
+
+
+class Supervisor:
+    """Keeps `CHATSVC_WORKERS` processes serving the shared sockets; one signal drains them all."""
+
+    def __init__(self, settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
+        self.settings = settings
+        self.sockets = sockets
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.stopping = False
+
+    def run(self) -> int:
+        from chatsvc import metrics
+
+        metrics_dir = tempfile.mkdtemp(prefix="chatsvc-metrics-")
+        # Set before the workers start, so each of them writes its samples where any can scrape.
+        os.environ[metrics.MULTIPROCESS_DIR_ENV] = metrics_dir
+        for signum in DRAIN_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        try:
+            for _ in range(self.settings.workers):
+                self._start_worker()
+            log.info("supervising", extra={"workers": self.settings.workers, "pid": os.getpid()})
+            return self._supervise()
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    def _start_worker(self) -> None:
+        process = self.context.Process(target=_worker_main, args=(self.settings, self.sockets),
+                                       name="chatsvc-worker")
+        process.start()
+        self.workers[process.sentinel] = process
+
+    def _supervise(self) -> int:
+        from chatsvc import metrics
+
+        failed = False
+        while self.workers:
+            for sentinel in wait_for_processes(list(self.workers)):
+                process = self.workers.pop(sentinel)
+                process.join()  # the sentinel fires before the exit status can be read
+                metrics.worker_exited(process.pid)
+                if self.stopping:
+                    failed |= process.exitcode != 0
+                    log.info("worker stopped", extra={"pid": process.pid, "exitcode": process.exitcode})
+                    continue
+                log.error("worker exited; starting another",
+                          extra={"pid": process.pid, "exitcode": process.exitcode})
+                time.sleep(RESPAWN_BACKOFF_SECONDS)
+                if not self.stopping:
+                    self._start_worker()
+        log.info("stopped", extra={"failed": failed})
+        return 1 if failed else 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            log.warning("second signal: stopping workers at once", extra={"signal": signum})
+            for process in self.workers.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+            os._exit(128 + signum)
+        self.stopping = True
+        log.info("draining workers", extra={"signal": signum, "workers": len(self.workers)})
+        for process in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from typing import Any, TypeVar
@@ -17,23 +18,30 @@ from chatsvc.schemas import CONTENT_TYPES, encoder
 T = TypeVar("T")
 
 # Tokens we issue are 43 URL-safe characters; anything far longer is not ours.
-_TOKEN = re.compile(r"^[\x21-\x7e]{1,256}$")
+_TOKEN = re.compile(r"[\x21-\x7e]{1,256}")
+_FIELD_MESSAGE = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
 async def read_body(request: Request) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed the limit."""
-    limit = request.app.state.settings.max_body_bytes
+    """The request body: 413 as soon as it is known to exceed the limit, 408 if it trickles in."""
+    settings = request.app.state.settings
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(settings.read_timeout):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout",
+                       f"the request body did not arrive within {settings.read_timeout:g} s") from None
     return b"".join(chunks)
 
 
@@ -50,22 +58,24 @@ def decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
 def convert(data: Any, kind: type[T]) -> T:
     """Validate already-parsed data (a query string merged with a body) into `kind`."""
     try:
-        return msgspec.convert(data, kind, strict=False)
+        return msgspec.convert(data, kind)
     except msgspec.ValidationError as error:
         raise invalid_request(describe_validation_error(error)) from None
 
 
 def describe_validation_error(error: msgspec.ValidationError) -> str:
-    """msgspec's "Expected `int`, got `str` - at `$.recipient`" as "recipient: expected `int`..."."""
+    """msgspec's "Expected `int`, got `str` - at `$.recipient`" as "recipient: expected `int`, …"."""
     match = _AT_PATH.match(str(error))
     message, path = match.group("message"), (match.group("path") or "").lstrip(".")
-    if path.endswith("type") and message.startswith("Invalid value"):
+    if field := _FIELD_MESSAGE.match(message):
+        # Our own checks name the field inside the struct msgspec located.
+        path = f"{path}.{field.group(1)}" if path else field.group(1)
+        message = field.group(2)
+    elif path.endswith("type") and message.startswith("Invalid value"):
         message = "expected one of " + ", ".join(f"'{name}'" for name in CONTENT_TYPES)
     elif message[:1].isupper() and not message[1:2].isupper():
         message = message[0].lower() + message[1:]
-    if not path or message.startswith(f"{path}:"):
-        return message
-    return f"{path}: {message}"
+    return f"{path}: {message}" if path else message
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -77,7 +87,7 @@ def token_hash(request: Request) -> bytes:
     header = request.headers.get("authorization", "").strip()
     scheme, _, rest = header.partition(" ")
     token = rest.strip() if scheme.lower() == "bearer" else header
-    if not _TOKEN.match(token):
+    if not _TOKEN.fullmatch(token):
         raise unauthorized()
     return hashlib.sha256(token.encode()).digest()
 

@@ -26,7 +26,7 @@ from chatsvc.schemas import (
     new_message_decoder,
 )
 
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _LISTING_PARAMETERS = ("recipient", "start", "limit")
 _any_json = msgspec.json.Decoder()
 
@@ -82,7 +82,7 @@ def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not _IDEMPOTENCY_KEY.match(key):
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise invalid_request("Idempotency-Key: expected 1 to 255 visible ASCII characters")
     return key
 
@@ -109,6 +109,8 @@ async def _listing_parameters(request: Request) -> dict[str, Any]:
         if not isinstance(parsed, dict):
             raise invalid_request("expected a JSON object")
         parameters.update((k, v) for k, v in parsed.items() if k in _LISTING_PARAMETERS)
-    parameters.update((k, v) for k, v in request.query_params.items() if k in _LISTING_PARAMETERS)
+    # Query values are text: turn digits into integers, and let anything else fail validation.
+    parameters.update((k, int(v) if v.isdigit() else v)
+                      for k, v in request.query_params.items() if k in _LISTING_PARAMETERS)
     return parameters
 

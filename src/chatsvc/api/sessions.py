@@ -11,7 +11,7 @@ from starlette.responses import Response
 from chatsvc import metrics, queries
 from chatsvc.api.common import authenticate, decode, json_response, read_body, token_hash
 from chatsvc.errors import unauthorized
-from chatsvc.schemas import LoggedIn, credentials_decoder, username_key
+from chatsvc.schemas import LoggedIn, login_decoder, username_key
 
 # 256 bits: far past the 128 the contract asks for, and still a short header.
 TOKEN_BYTES = 32
@@ -19,7 +19,7 @@ TOKEN_BYTES = 32
 
 async def login(request: Request) -> Response:
     state = request.app.state
-    credentials = decode(credentials_decoder, await read_body(request))
+    credentials = decode(login_decoder, await read_body(request))
     user = await queries.user_for_login(state.pool, username_key(credentials.username))
     stored_hash = None if user is None else user["password_hash"]
     verdict = await state.passwords.verify(stored_hash, credentials.password)

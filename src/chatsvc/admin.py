@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chatsvc import metrics
+from chatsvc import debug, metrics
 from chatsvc.api.common import json_response
 from chatsvc.exceptions import EXCEPTION_HANDLERS
 from chatsvc.health import Health
@@ -36,6 +36,7 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", prometheus_metrics, methods=["GET"]),
+    *debug.ROUTES,
 ]
 
 

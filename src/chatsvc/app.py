@@ -7,10 +7,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
+from chatsvc import metrics
 from chatsvc.api import health, messages, sessions, users
 from chatsvc.exceptions import EXCEPTION_HANDLERS
 from chatsvc.middleware import HeaderCount, InternalErrors, RequestId, TrailingSlash
 from chatsvc.observe import Observe
+from chatsvc.ratelimit import KnownTokens, RateLimit
 from chatsvc.resources import Resources
 
 CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
@@ -30,6 +32,7 @@ ROUTES = [
 
 def build_app(resources: Resources) -> Starlette:
     settings = resources.settings
+    known_tokens = KnownTokens()
     middleware = [
         Middleware(RequestId),
         Middleware(InternalErrors),
@@ -39,11 +42,19 @@ def build_app(resources: Resources) -> Starlette:
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_REQUEST_HEADERS,
                    expose_headers=CORS_EXPOSED_HEADERS, max_age=600),
+        # After CORS, so a 429 still carries CORS headers and preflights are not counted.
+        Middleware(RateLimit, settings=settings, known_tokens=known_tokens,
+                   max_clients=settings.rate_limit_max_clients, on_limited=_count_limited),
     ]
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     app.state.settings = settings
     app.state.pool = resources.pool
     app.state.passwords = resources.passwords
     app.state.health = resources.health
+    app.state.known_tokens = known_tokens
     return app
+
+
+def _count_limited(limiter: str) -> None:
+    metrics.RATE_LIMITED.labels(limiter=limiter).inc()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from typing import Any, TypeVar
 
@@ -14,11 +13,10 @@ from starlette.responses import Response
 from chatsvc import queries
 from chatsvc.errors import ApiError, invalid_request, unauthorized
 from chatsvc.schemas import CONTENT_TYPES, encoder
+from chatsvc.tokens import token_digest
 
 T = TypeVar("T")
 
-# Tokens we issue are 43 URL-safe characters; anything far longer is not ours.
-_TOKEN = re.compile(r"[\x21-\x7e]{1,256}")
 _FIELD_MESSAGE = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
@@ -84,22 +82,22 @@ def json_response(payload: Any, status: int = 200) -> Response:
 
 def token_hash(request: Request) -> bytes:
     """SHA-256 of the presented token (`Bearer <t>` or a bare `<t>`, as the original took)."""
-    header = request.headers.get("authorization", "").strip()
-    scheme, _, rest = header.partition(" ")
-    token = rest.strip() if scheme.lower() == "bearer" else header
-    if not _TOKEN.fullmatch(token):
+    digest = token_digest(request.headers.get("authorization", ""))
+    if digest is None:
         raise unauthorized()
-    return hashlib.sha256(token.encode()).digest()
+    return digest
 
 
 async def authenticate(request: Request) -> int:
-    """The caller's user id, or 401."""
+    """The caller's user id, or 401; remembered so the rate limiter can key by user."""
     state = request.app.state
+    digest = token_hash(request)
     user_id = await queries.user_for_token(
-        state.pool, token_hash(request), state.settings.session_idle_timeout,
-        state.settings.session_touch_interval)
+        state.pool, digest, state.settings.session_idle_timeout, state.settings.session_touch_interval)
     if user_id is None:
+        state.known_tokens.forget(digest)  # revoked or expired, perhaps on another replica
         raise unauthorized()
+    state.known_tokens.remember(digest, user_id)
     request.state.user_id = user_id
     return user_id
 

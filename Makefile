@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install chatsvc with its development tools
 
 run: $(STAMP) ## Serve on :8080 (admin :8081), with a private PostgreSQL unless DATABASE_URL is set
-	$(BIN)/chatsvc devdb exec --root $(DEVDB) -- $(SHELL) -c '$(BIN)/chatsvc migrate && exec $(BIN)/chatsvc serve'
+	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(SHELL) -c '$(BIN)/chatsvc migrate && exec $(BIN)/chatsvc serve'
 
 test: $(STAMP) ## Run the whole suite: unit, PostgreSQL, live server and end-to-end scripts
 	$(BIN)/ruff check src tests
@@ -36,12 +36,12 @@ lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff format --check src tests
 
 migrate: $(STAMP) ## Apply pending migrations (to DATABASE_URL, else the private PostgreSQL)
-	$(BIN)/chatsvc devdb exec --root $(DEVDB) -- $(BIN)/chatsvc migrate
+	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(BIN)/chatsvc migrate
 
 psql: $(STAMP) ## Open psql on DATABASE_URL, else on the private PostgreSQL
-	$(BIN)/chatsvc devdb exec --root $(DEVDB) -- $(SHELL) -c 'exec psql "$$DATABASE_URL"'
+	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(SHELL) -c 'exec psql "$$DATABASE_URL"'
 
 clean: ## Remove .venv, the private PostgreSQL's data and caches
-	-[ -x $(BIN)/chatsvc ] && $(BIN)/chatsvc devdb stop --root $(DEVDB) 2>/dev/null; true
+	-[ -x $(BIN)/chatsvc ] && $(BIN)/chatsvc devdb --root $(DEVDB) stop 2>/dev/null; true
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

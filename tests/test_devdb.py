@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 from chatsvc.devdb import PrivateCluster, exec_with_database
@@ -71,3 +73,15 @@ def _postgres_running(data: Path) -> bool:
         except OSError:
             continue
     return False
+
+
+def test_the_command_line_runs_a_command_with_the_private_database(tmp_path: Path, monkeypatch) -> None:
+    """As `make run`, `make migrate` and `make psql` call it."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "chatsvc", "devdb", "--root", str(tmp_path), "exec", "--",
+         "sh", "-c", "psql \"$DATABASE_URL\" -tAc 'select 41 + 1'"],
+        capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "42"
+    assert not _postgres_running(tmp_path / "pg")

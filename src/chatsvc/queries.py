@@ -9,9 +9,11 @@ import asyncpg
 
 # A session is valid while neither its absolute nor its idle expiry has passed.
 # The idle clock is written only when it is older than the touch interval, so
-# a busy client does not turn every read into a write.
-AUTHENTICATE = """
-WITH session AS (
+# a busy client does not turn every read into a write. $1 token hash, $2 idle
+# timeout, $3 touch interval (seconds). The message statements below start with
+# this same text, so that authentication and the work are one round trip.
+_CALLER = """
+WITH caller AS (
     SELECT user_id FROM sessions
     WHERE token_hash = $1
       AND expires_at > now()
@@ -20,9 +22,40 @@ WITH session AS (
     UPDATE sessions SET last_seen_at = now()
     WHERE token_hash = $1
       AND last_seen_at < now() - make_interval(secs => $3)
-      AND EXISTS (SELECT FROM session)
+      AND EXISTS (SELECT FROM caller)
+)"""
+
+AUTHENTICATE = _CALLER + """
+SELECT user_id FROM caller
+"""
+
+# No row: the token is not valid. Otherwise the caller, and the new message
+# unless the sender check ($7) failed or the idempotency key ($6) was used.
+SEND_MESSAGE = _CALLER + """, sent AS (
+    INSERT INTO messages (sender_id, recipient_id, content, idempotency_key)
+    SELECT user_id, $4, $5, $6 FROM caller
+    WHERE $7::bigint IS NULL OR $7 = user_id
+    ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, created_at
 )
-SELECT user_id FROM session
+SELECT caller.user_id AS caller, sent.id, sent.created_at FROM caller LEFT JOIN sent ON true
+"""
+
+# No row: the token is not valid. Otherwise one row per message of the page
+# (caller first), or a single row of NULLs after the caller when the page is
+# empty. Only one branch runs: the reader's whole inbox, or what the caller
+# sent to `recipient` -- each a range scan of its own index.
+LIST_MESSAGES = _CALLER + """
+SELECT caller.user_id AS caller, page.* FROM caller LEFT JOIN LATERAL (
+    (SELECT id, created_at, sender_id, recipient_id, content FROM messages
+     WHERE caller.user_id = $4 AND recipient_id = $4 AND id >= $5
+     ORDER BY id LIMIT $6)
+    UNION ALL
+    (SELECT id, created_at, sender_id, recipient_id, content FROM messages
+     WHERE caller.user_id <> $4 AND recipient_id = $4 AND sender_id = caller.user_id AND id >= $5
+     ORDER BY id LIMIT $6)
+) AS page ON true
+ORDER BY page.id
 """
 
 CREATE_USER = """
@@ -43,37 +76,18 @@ VALUES ($1, $2, now() + make_interval(secs => $3))
 
 REVOKE_SESSION = "DELETE FROM sessions WHERE token_hash = $1"
 
-CREATE_MESSAGE = """
-INSERT INTO messages (sender_id, recipient_id, content, idempotency_key)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id, created_at
-"""
-
 MESSAGE_BY_IDEMPOTENCY_KEY = """
 SELECT id, created_at, recipient_id, content FROM messages
 WHERE sender_id = $1 AND idempotency_key = $2
 """
 
-INBOX_PAGE = """
-SELECT id, created_at, sender_id, recipient_id, content FROM messages
-WHERE recipient_id = $1 AND id >= $2
-ORDER BY id
-LIMIT $3
-"""
-
-SENT_TO_RECIPIENT_PAGE = """
-SELECT id, created_at, sender_id, recipient_id, content FROM messages
-WHERE recipient_id = $1 AND sender_id = $2 AND id >= $3
-ORDER BY id
-LIMIT $4
-"""
-
-
 @dataclass(frozen=True, slots=True)
-class CreatedMessage:
-    id: int
-    created_at: datetime
+class Sent:
+    """The outcome of SEND_MESSAGE for a valid token: `id` is None when nothing was inserted."""
+
+    caller: int
+    id: int | None
+    created_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +126,14 @@ async def revoke_session(db: asyncpg.Pool, token_hash: bytes) -> None:
     await db.execute(REVOKE_SESSION, token_hash)
 
 
-async def create_message(
-    db: asyncpg.Pool, sender: int, recipient: int, content: str, idempotency_key: str | None
-) -> CreatedMessage | None:
-    """The stored message, or None when this sender already used `idempotency_key`."""
-    row = await db.fetchrow(CREATE_MESSAGE, sender, recipient, content, idempotency_key)
-    return None if row is None else CreatedMessage(row["id"], row["created_at"])
+async def send_message(
+    db: asyncpg.Pool, token_hash: bytes, idle_timeout: float, touch_interval: float,
+    recipient: int, content: str, idempotency_key: str | None, sender: int | None,
+) -> Sent | None:
+    """Authenticate and store in one statement; None when the token is not valid."""
+    row = await db.fetchrow(SEND_MESSAGE, token_hash, idle_timeout, touch_interval,
+                            recipient, content, idempotency_key, sender)
+    return None if row is None else Sent(*row)
 
 
 async def message_by_idempotency_key(
@@ -127,10 +143,12 @@ async def message_by_idempotency_key(
     return None if row is None else IdempotentOriginal(*row)
 
 
-async def messages_for_recipient(
-    db: asyncpg.Pool, recipient: int, start: int, limit: int, only_from: int | None
-) -> list[asyncpg.Record]:
-    """Up to `limit` messages to `recipient` from id `start`, all of them or those of one sender."""
-    if only_from is None:
-        return await db.fetch(INBOX_PAGE, recipient, start, limit)
-    return await db.fetch(SENT_TO_RECIPIENT_PAGE, recipient, only_from, start, limit)
+async def list_messages(
+    db: asyncpg.Pool, token_hash: bytes, idle_timeout: float, touch_interval: float,
+    recipient: int, start: int, limit: int,
+) -> tuple[int, list[asyncpg.Record]] | None:
+    """Authenticate and read a page in one statement: (caller, rows), or None for a bad token."""
+    rows = await db.fetch(LIST_MESSAGES, token_hash, idle_timeout, touch_interval, recipient, start, limit)
+    if not rows:
+        return None
+    return rows[0]["caller"], [] if rows[0]["id"] is None else rows

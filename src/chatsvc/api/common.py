@@ -89,15 +89,21 @@ def token_hash(request: Request) -> bytes:
 
 
 async def authenticate(request: Request) -> int:
-    """The caller's user id, or 401; remembered so the rate limiter can key by user."""
+    """The caller's user id, or 401."""
     state = request.app.state
     digest = token_hash(request)
     user_id = await queries.user_for_token(
         state.pool, digest, state.settings.session_idle_timeout, state.settings.session_touch_interval)
+    return identified(request, digest, user_id)
+
+
+def identified(request: Request, digest: bytes, user_id: int | None) -> int:
+    """Record who holds the token (the rate limiter keys by user), or 401 when no one does."""
+    known_tokens = request.app.state.known_tokens
     if user_id is None:
-        state.known_tokens.forget(digest)  # revoked or expired, perhaps on another replica
+        known_tokens.forget(digest)  # revoked or expired, perhaps on another replica
         raise unauthorized()
-    state.known_tokens.remember(digest, user_id)
+    known_tokens.remember(digest, user_id)
     request.state.user_id = user_id
     return user_id
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -12,7 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatsvc import metrics, queries
-from chatsvc.api.common import authenticate, convert, decode, json_response, read_body
+from chatsvc.api.common import (
+    authenticate,
+    convert,
+    decode,
+    identified,
+    json_response,
+    read_body,
+    token_hash,
+)
 from chatsvc.errors import ApiError, invalid_request
 from chatsvc.schemas import (
     ListingQuery,
@@ -42,40 +52,62 @@ class Messages(HTTPEndpoint):
 
 
 async def create_message(request: Request) -> Response:
+    """Authenticate, check and store in one database round trip."""
     state = request.app.state
+    settings = state.settings
     idempotency_key = _idempotency_key(request)
-    caller = await authenticate(request)
-    message = decode(new_message_decoder, await read_body(request))
-    if message.sender is not None and message.sender != caller:
-        raise ApiError(403, "forbidden", "sender: you can only send as yourself")
-    if isinstance(message.content, Text) and len(message.content.text) > state.settings.max_text_chars:
-        raise invalid_request(
-            f"content.text: expected at most {state.settings.max_text_chars} characters")
+    digest = token_hash(request)
+    async with _token_checked_first(request):
+        message = decode(new_message_decoder, await read_body(request))
+        if isinstance(message.content, Text) and len(message.content.text) > settings.max_text_chars:
+            raise invalid_request(f"content.text: expected at most {settings.max_text_chars} characters")
     content = encoder.encode(message.content).decode()
     try:
-        created = await queries.create_message(
-            state.pool, caller, message.recipient, content, idempotency_key)
+        sent = await queries.send_message(
+            state.pool, digest, settings.session_idle_timeout, settings.session_touch_interval,
+            message.recipient, content, idempotency_key, message.sender)
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(404, "not_found", "recipient: no such user") from None
-    if created is None:
+    caller = identified(request, digest, None if sent is None else sent.caller)
+    if message.sender is not None and message.sender != caller:
+        raise ApiError(403, "forbidden", "sender: you can only send as yourself")
+    if sent.id is None:
         return await _replay(state.pool, caller, idempotency_key, message)
     metrics.MESSAGES_CREATED.labels(content_type=type(message.content).__struct_config__.tag).inc()
-    return json_response(MessageCreated(created.id, created.created_at), status=201)
+    return json_response(MessageCreated(sent.id, sent.created_at), status=201)
 
 
 async def list_messages(request: Request) -> Response:
+    """Authenticate and read one page in one database round trip."""
     state = request.app.state
-    caller = await authenticate(request)
-    query = convert(await _listing_parameters(request), ListingQuery)
+    settings = state.settings
+    digest = token_hash(request)
+    async with _token_checked_first(request):
+        query = convert(await _listing_parameters(request), ListingQuery)
     limit = query.page_size
-    # Readers see their whole inbox; anyone else only what they sent to it.
-    only_from = None if caller == query.recipient else caller
-    rows = await queries.messages_for_recipient(
-        state.pool, query.recipient, query.start, limit + 1, only_from)
+    result = await queries.list_messages(
+        state.pool, digest, settings.session_idle_timeout, settings.session_touch_interval,
+        query.recipient, query.start, limit + 1)
+    identified(request, digest, None if result is None else result[0])
+    rows = result[1]
     page = [StoredMessage(row["id"], row["created_at"], row["sender_id"], row["recipient_id"],
                           msgspec.Raw(row["content"])) for row in rows[:limit]]
     next_start = rows[limit]["id"] if len(rows) > limit else None
     return json_response(MessagePage(page, next_start))
+
+
+@contextlib.asynccontextmanager
+async def _token_checked_first(request: Request) -> AsyncIterator[None]:
+    """On a bad request, a bad token is still answered first (401), as if it had been checked first.
+
+    The token is checked in the same statement as the work, so it is checked separately only
+    on this error path and the success path stays one round trip.
+    """
+    try:
+        yield
+    except ApiError:
+        await authenticate(request)
+        raise
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -9,9 +9,11 @@ STAMP := $(VENV)/.installed
 DEVDB := .data/dev
 export CHATSVC_PORT ?= 8080
 export CHATSVC_ADMIN_PORT ?= 8081
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= chatsvc:$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint migrate psql clean
+.PHONY: help install run test test-rollout fuzz lint readme image migrate psql clean bench bench-scale
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,12 +30,39 @@ run: $(STAMP) ## Serve on :8080 (admin :8081), with a private PostgreSQL unless 
 	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(SHELL) -c '$(BIN)/chatsvc migrate && exec $(BIN)/chatsvc serve'
 
 test: $(STAMP) ## Run the whole suite: unit, PostgreSQL, live server and end-to-end scripts
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bin/update-readme
 	$(BIN)/pytest
 
+test-rollout: $(STAMP) ## Replace 2 replicas behind HAProxy twice under load; expect 0 failed requests
+	$(BIN)/pytest tests/test_rollout.py
+
+fuzz: $(STAMP) ## Fuzz the API with Schemathesis: many more cases than make test (several minutes)
+	CHATSVC_FUZZ_EXAMPLES=$${CHATSVC_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/test_fuzz.py
+
+# uvicorn, the comparison server of `make bench`, on top of the development install.
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed ## Load-test the routes vs pgbench and uvicorn (about 15 min); writes BENCHMARKS.md
+	$(BIN)/python bin/bench
+
+bench-scale: $(VENV)/.bench-installed ## GET /messages with 10 thousand vs 10 million messages (about 15 min)
+	$(BIN)/python bin/bench --scale
+
 lint: $(STAMP) ## Check style with ruff
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bin/update-readme
 	$(BIN)/ruff format --check src tests
+
+readme: $(STAMP) ## Regenerate README.md's routes, settings, targets and script from the code
+	$(BIN)/python bin/update-readme
+
+image: ## Build the container image (podman or buildah; IMAGE=chatsvc:VERSION)
+	@if command -v podman >/dev/null; then builder=podman; \
+	elif command -v buildah >/dev/null; then builder=buildah; \
+	else echo "make image: neither podman nor buildah is installed, so no image was built;" \
+	          "install one (apt-get install -y podman) and run make image again" >&2; exit 1; fi; \
+	set -x; $$builder build --file Containerfile --build-arg VERSION=$(VERSION) --tag $(IMAGE) .
 
 migrate: $(STAMP) ## Apply pending migrations (to DATABASE_URL, else the private PostgreSQL)
 	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(BIN)/chatsvc migrate

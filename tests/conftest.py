@@ -33,7 +33,12 @@ def server_dsn() -> Iterator[str]:
         return
     from chatsvc.devdb import PrivateCluster
 
-    with PrivateCluster(PROJECT_ROOT / ".data" / "test") as cluster:
+    cluster = PrivateCluster(PROJECT_ROOT / ".data" / "test")
+    if running := cluster.url():
+        # Another run of the suite holds it: share it (each run makes its own databases).
+        yield running
+        return
+    with cluster:
         yield cluster.dsn
 
 

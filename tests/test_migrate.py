@@ -49,15 +49,16 @@ async def test_two_processes_migrating_at_once_apply_each_file_once(
     (code_a, out_a), (code_b, out_b) = await asyncio.gather(
         run_migrate(url, sql_dir), run_migrate(url, sql_dir))
     assert (code_a, code_b) == (0, 0), out_a + out_b
+    names = [migration.name for migration in load_migrations(sql_dir)]
     outputs = sorted([out_a, out_b])
     assert "applied 0 migration(s)" in outputs[0]
-    assert "applied 2 migration(s): 0001_init.sql, 9001_slow.sql" in outputs[1]
-    assert await applied_names(url) == ["0001_init.sql", "9001_slow.sql"]
+    assert f"applied {len(names)} migration(s): {', '.join(names)}" in outputs[1]
+    assert await applied_names(url) == names
 
 
 async def test_migrating_again_changes_nothing(databases: DatabaseFactory, sql_dir: Path) -> None:
     url = await databases.create()
-    assert await migrate(url, sql_dir) == ["0001_init.sql", "9001_slow.sql"]
+    assert await migrate(url, sql_dir) == [migration.name for migration in load_migrations(sql_dir)]
     assert await migrate(url, sql_dir) == []
 
 

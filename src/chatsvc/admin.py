@@ -21,6 +21,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Readiness with a reason: `{"status": "ready"}`, or 503 `{"status", "reason"}` (draining, database)."""
     health: Health = request.app.state.health
     if health.ready:
         return json_response({"status": "ready"})
@@ -28,6 +29,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text format: requests, latency, pool, rate limiting, logins, build info."""
     body, content_type = metrics.scrape()
     return Response(body, media_type=content_type)
 

@@ -7,10 +7,10 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from chatsvc import metrics
-from chatsvc.api import health, messages, sessions, users
+from chatsvc import metrics, openapi
+from chatsvc.api import health, messages, sessions, stream, users
 from chatsvc.exceptions import EXCEPTION_HANDLERS
-from chatsvc.middleware import HeaderCount, InternalErrors, RequestId, TrailingSlash
+from chatsvc.middleware import DrainUnreadBody, HeaderLimits, InternalErrors, RequestId, TrailingSlash
 from chatsvc.observe import Observe
 from chatsvc.ratelimit import KnownTokens, RateLimit
 from chatsvc.resources import Resources
@@ -27,6 +27,8 @@ ROUTES = [
     Route("/login", sessions.login, methods=["POST"]),
     Route("/logout", sessions.logout, methods=["POST"]),
     Route("/messages", messages.Messages),
+    Route("/messages/stream", stream.stream_messages, methods=["GET"]),
+    Route("/openapi.json", openapi.openapi_document, methods=["GET"]),
 ]
 
 
@@ -34,10 +36,12 @@ def build_app(resources: Resources) -> Starlette:
     settings = resources.settings
     known_tokens = KnownTokens()
     middleware = [
+        Middleware(DrainUnreadBody),
         Middleware(RequestId),
         Middleware(InternalErrors),
         Middleware(Observe, log_requests=settings.access_log),
-        Middleware(HeaderCount, max_headers=settings.max_headers),
+        Middleware(HeaderLimits, max_headers=settings.max_headers,
+                   max_header_bytes=settings.max_header_bytes),
         Middleware(TrailingSlash),
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_REQUEST_HEADERS,
@@ -51,6 +55,7 @@ def build_app(resources: Resources) -> Starlette:
     app.state.pool = resources.pool
     app.state.passwords = resources.passwords
     app.state.health = resources.health
+    app.state.fanout = resources.fanout
     app.state.known_tokens = known_tokens
     return app
 

@@ -168,6 +168,23 @@ class Settings:
     shutdown_timeout: float = _setting(
         "CHATSVC_SHUTDOWN_TIMEOUT", "20", _number(0, 3600),
         "Seconds in-flight requests get to finish once listeners close.")
+    stream_heartbeat: float = _setting(
+        "CHATSVC_STREAM_HEARTBEAT", "15", _number(0.05, 3600),
+        "Seconds of silence after which an event stream sends a `: keep-alive` comment.")
+    stream_buffer: int = _setting(
+        "CHATSVC_STREAM_BUFFER", "64", _integer(1, 100_000),
+        "Events an event stream holds for a slow client; a client that leaves it full for a second "
+        "is disconnected (it resumes with `Last-Event-ID`).")
+    stream_max_per_user: int = _setting(
+        "CHATSVC_STREAM_MAX_PER_USER", "5", _integer(1, 10_000),
+        "Event streams one user may hold open on each process; more is 429.")
+    stream_max_per_process: int = _setting(
+        "CHATSVC_STREAM_MAX_PER_PROCESS", "1000", _integer(1, 1_000_000),
+        "Event streams each process holds open at most; more is 429.")
+    stream_session_check: float = _setting(
+        "CHATSVC_STREAM_SESSION_CHECK", "60", _number(0.05, 86400),
+        "Seconds between checks that an event stream's session is still valid; a stream whose "
+        "session was revoked or expired ends.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 
@@ -15,6 +16,9 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.InterfaceError,
+    # A connection whose statement the server ended (a fast shutdown's FATAL) can go back to the
+    # pool before asyncpg has seen it close: the next statement on it fails this way.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.QueryCanceledError,
@@ -22,14 +26,55 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
+class BoundedPool:
+    """The asyncpg pool, with the wait for a free connection bounded like every other wait.
+
+    asyncpg's own `Pool.fetch` and friends wait for a connection without a limit, so when slow
+    statements hold every connection, requests queue far past `CHATSVC_DB_TIMEOUT`.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+        self._pool = pool
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return self._pool.acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.acquire() as connection:
+            return await connection.execute(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.acquire() as connection:
+            return await connection.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.acquire() as connection:
+            return await connection.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as connection:
+            return await connection.fetchval(query, *args)
+
+    def get_size(self) -> int:
+        return self._pool.get_size()
+
+    def get_idle_size(self) -> int:
+        return self._pool.get_idle_size()
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def create_pool(settings: Settings) -> BoundedPool:
     """A pool whose every wait is bounded by `CHATSVC_DB_TIMEOUT`."""
-    return await asyncpg.create_pool(
+    pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_timeout,
         command_timeout=settings.db_timeout,
+        reset=_keep_session,
         server_settings={
             "application_name": "chatsvc",
             # The server gives up too, so a statement cut off by the client does
@@ -39,3 +84,13 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             "timezone": "UTC",
         },
     )
+    return BoundedPool(pool, settings.db_timeout)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release a connection without asyncpg's reset query, which costs a round trip per request.
+
+    asyncpg still rolls back an open transaction and drops Python-side listeners first. Nothing
+    else a request does outlives it on a pooled connection: no SET, LISTEN, cursor or advisory
+    lock (the stream listener and the migrations use connections of their own).
+    """

@@ -18,7 +18,23 @@ class Health:
 
     def __init__(self) -> None:
         self.database_ok = False
-        self.draining = False
+        self._draining = asyncio.Event()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        # An event, so that event streams end the moment the drain starts (API.md, Shutdown).
+        if value:
+            self._draining.set()
+        else:
+            self._draining.clear()
+
+    async def wait_draining(self) -> None:
+        """Return once the drain has started."""
+        await self._draining.wait()
 
     @property
     def ready(self) -> bool:

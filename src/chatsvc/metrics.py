@@ -46,6 +46,15 @@ MESSAGES_CREATED = Counter(
 PASSWORD_HASH_SECONDS = Histogram(
     "chatsvc_password_hash_seconds", "Time to hash or verify one password.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+STREAMS_OPEN = Gauge("chatsvc_streams_open", "Event streams (GET /messages/stream) open now.",
+                     multiprocess_mode="livesum")
+STREAM_EVENTS = Counter("chatsvc_stream_events_total", "Messages sent on event streams.")
+STREAMS_ENDED = Counter(
+    "chatsvc_streams_ended_total",
+    "Event streams ended, by reason: client, slow (cut), shutdown (drain), revoked (session), error.",
+    ["reason"])
+STREAM_LISTENER_RECONNECTS = Counter(
+    "chatsvc_stream_listener_reconnects_total", "Times the LISTEN connection was lost and remade.")
 BUILD_INFO = Gauge("chatsvc_build_info", "Always 1; the labels say what is running.",
                    ["version", "python"], multiprocess_mode="max")
 BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)

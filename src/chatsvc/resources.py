@@ -1,4 +1,4 @@
-"""The long-lived parts a process shares between its apps: settings, pool, hasher, health."""
+"""The long-lived parts a process shares between its apps: settings, pool, hasher, health, fan-out."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import asyncpg
 
 from chatsvc.config import Settings
 from chatsvc.db import create_pool
+from chatsvc.fanout import Fanout
 from chatsvc.health import Health
 from chatsvc.passwords import Passwords
 
@@ -21,11 +22,12 @@ class Resources:
     pool: asyncpg.Pool
     passwords: Passwords
     health: Health
+    fanout: Fanout
 
 
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """Open the pool and start the health watcher; close both on exit."""
+    """Open the pool, start the health watcher and the stream listener; close them on exit."""
     pool = await create_pool(settings)
     passwords = Passwords(settings)
     health = Health()
@@ -33,9 +35,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     watcher = asyncio.create_task(
         health.watch_database(pool, settings.health_interval, settings.db_timeout),
         name="health-watcher")
+    fanout = Fanout(settings)
+    await fanout.start()
     try:
-        yield Resources(settings, pool, passwords, health)
+        yield Resources(settings, pool, passwords, health, fanout)
     finally:
+        await fanout.close()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

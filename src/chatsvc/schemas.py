@@ -12,7 +12,7 @@ from msgspec import Meta, Struct
 
 MAX_ID = 2**63 - 1
 
-Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
+Id = Annotated[int, Meta(ge=1, le=MAX_ID, examples=[1])]
 Dimension = Annotated[int, Meta(ge=1, le=32767)]
 
 USERNAME_MAX_CHARS = 64
@@ -26,6 +26,36 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 
+# The rules below that `__post_init__` checks, as JSON Schema patterns for the API document
+# (openapi.py) only; the decoder does not use them. ECMA-262's `\s` is not `str.isspace()`, so
+# the space characters are spelled out; tests/test_openapi.py proves each pattern agrees.
+_JSON_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_JSON_SPACE_OR_CONTROL = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_JSON_SCHEME_CHAR = r"A-Za-z0-9+.\-"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+USERNAME_PATTERN = rf"^[^{_JSON_SPACE_OR_CONTROL}](?:[^{_JSON_CONTROL}]*[^{_JSON_SPACE_OR_CONTROL}])?$"
+# No scheme at all, or http(s): a leading run of scheme characters must not end in a colon.
+URL_PATTERN = (rf"^(?:[Hh][Tt][Tt][Pp][Ss]?:[^{_JSON_SPACE_OR_CONTROL}]*"
+               rf"|[A-Za-z][{_JSON_SCHEME_CHAR}]*"
+               rf"|[A-Za-z][{_JSON_SCHEME_CHAR}]*[^{_JSON_SPACE_OR_CONTROL}{_JSON_SCHEME_CHAR}:]"
+               rf"[^{_JSON_SPACE_OR_CONTROL}]*"
+               rf"|[^{_JSON_SPACE_OR_CONTROL}A-Za-z][^{_JSON_SPACE_OR_CONTROL}]*)$")
+
+Username = Annotated[str, Meta(
+    description=f"1 to {USERNAME_MAX_CHARS} characters after Unicode NFC normalisation; no control "
+                "characters, no leading or trailing whitespace.",
+    extra_json_schema={"minLength": 1, "maxLength": USERNAME_MAX_CHARS, "pattern": USERNAME_PATTERN})]
+Password = Annotated[str, Meta(
+    description=f"{PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters, no NUL.",
+    extra_json_schema={"minLength": PASSWORD_MIN_CHARS, "maxLength": PASSWORD_MAX_CHARS,
+                       "pattern": NO_NUL_PATTERN})]
+Url = Annotated[str, Meta(
+    description=f"1 to {URL_MAX_CHARS} characters, no whitespace or control characters; "
+                "a scheme, when present, is http or https.",
+    extra_json_schema={"minLength": 1, "maxLength": URL_MAX_CHARS, "pattern": URL_PATTERN})]
+# Encoded only, always from a `timestamptz`: RFC 3339 in UTC, with a `Z`.
+Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={"pattern": "Z$"})]
+
 
 def username_key(username: str) -> str:
     """The form two usernames are compared in: NFC, then case-folded."""
@@ -33,10 +63,10 @@ def username_key(username: str) -> str:
 
 
 class Credentials(Struct):
-    """Body of `POST /users` and `POST /login`."""
+    """Body of `POST /users`."""
 
-    username: str
-    password: str
+    username: Username
+    password: Password
 
     def __post_init__(self) -> None:
         self.username = unicodedata.normalize("NFC", self.username)
@@ -55,8 +85,10 @@ class Credentials(Struct):
 class LoginCredentials(Struct):
     """Body of `POST /login`: no sign-up rules, so accounts made under the original's still log in."""
 
-    username: Annotated[str, Meta(min_length=1, max_length=4 * USERNAME_MAX_CHARS)]
-    password: Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX_CHARS)]
+    username: Annotated[str, Meta(min_length=1, max_length=4 * USERNAME_MAX_CHARS,
+                                  extra_json_schema={"pattern": NO_NUL_PATTERN})]
+    password: Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX_CHARS,
+                                  extra_json_schema={"pattern": NO_NUL_PATTERN})]
 
     def __post_init__(self) -> None:
         _refuse_nul(self.username, "username")
@@ -82,14 +114,14 @@ def _check_url(url: str) -> None:
 class Text(Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
     """A text message; its upper length is a setting, checked by the handler."""
 
-    text: Annotated[str, Meta(min_length=1)]
+    text: Annotated[str, Meta(min_length=1, extra_json_schema={"pattern": NO_NUL_PATTERN})]
 
     def __post_init__(self) -> None:
         _refuse_nul(self.text, "text")
 
 
 class Image(Struct, tag="image", tag_field="type", forbid_unknown_fields=True):
-    url: str
+    url: Url
     width: Dimension = 64
     height: Dimension = 64
 
@@ -98,7 +130,7 @@ class Image(Struct, tag="image", tag_field="type", forbid_unknown_fields=True):
 
 
 class Video(Struct, tag="video", tag_field="type", forbid_unknown_fields=True):
-    url: str
+    url: Url
     source: Literal["youtube", "vimeo"]
 
     def __post_init__(self) -> None:
@@ -120,9 +152,10 @@ class NewMessage(Struct):
 class ListingQuery(Struct):
     """Parameters of `GET /messages`, from the query string or a JSON body."""
 
-    recipient: Id
-    start: Annotated[int, Meta(ge=0, le=MAX_ID)] = 0
-    limit: Annotated[int, Meta(ge=0, le=PAGE_MAX)] = 0
+    recipient: Annotated[Id, Meta(description="The user whose messages are listed.")]
+    start: Annotated[int, Meta(ge=0, le=MAX_ID, description="The smallest id listed.")] = 0
+    limit: Annotated[int, Meta(ge=0, le=PAGE_MAX, description=(
+        f"At most this many messages; 0 means {PAGE_DEFAULT}, as in the original."))] = 0
 
     @property
     def page_size(self) -> int:
@@ -141,14 +174,14 @@ class LoggedIn(Struct):
 
 class MessageCreated(Struct):
     id: int
-    timestamp: datetime
+    timestamp: Timestamp
 
 
 class StoredMessage(Struct):
     """One message of a listing; `content` is the stored JSON, passed through untouched."""
 
     id: int
-    timestamp: datetime
+    timestamp: Timestamp
     sender: int
     recipient: int
     content: msgspec.Raw

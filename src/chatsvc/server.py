@@ -11,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import time
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for_processes
 from typing import Any
 
@@ -45,7 +46,10 @@ def hypercorn_config(settings: Settings, port: int) -> HypercornConfig:
     # Until a request's headers are complete the connection counts as idle, so this also
     # bounds how long a client may take to send them (one byte a second gets cut off).
     config.keep_alive_timeout = settings.keep_alive_timeout
-    config.read_timeout = int(max(1, settings.read_timeout))
+    # No read timeout: hypercorn applies it to the whole connection, even while a response is
+    # streaming, and tells the app the client left; every event stream would end after it.
+    # Headers are bounded by the keep-alive timeout above, bodies by read_body's own timeout.
+    config.read_timeout = None
     config.h11_max_incomplete_size = settings.max_header_bytes
     config.include_server_header = False
     config.accesslog = None
@@ -88,7 +92,8 @@ async def serve(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
         loop = asyncio.get_running_loop()
         for signum in DRAIN_SIGNALS:
             loop.add_signal_handler(signum, drain.on_signal, signum)
-        apps = build_app(resources), build_admin_app(resources)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, DRAIN_SIGNALS)  # blocked while a worker starts
+        apps = build_app(resources), build_admin_app(resources.health)
         ports = settings.port, settings.admin_port
         await asyncio.gather(*(
             worker_serve(wrap_app(app, 0, "asgi"), hypercorn_config(settings, port),
@@ -146,7 +151,14 @@ class Supervisor:
     def _start_worker(self) -> None:
         process = self.context.Process(target=_worker_main, args=(self.settings, self.sockets),
                                        name="chatsvc-worker")
-        process.start()
+        # A worker keeps the default (deadly) SIGTERM action until serve() installs the drain, so
+        # it starts with the signals blocked and serve() unblocks them once they are handled.
+        resource_tracker.ensure_running()  # it unblocks them itself when it first starts
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, DRAIN_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.workers[process.sentinel] = process
 
     def _supervise(self) -> int:
@@ -182,3 +194,8 @@ class Supervisor:
         for process in self.workers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
+        # The workers close their copies when their drain delay ends; ours must go too, or the
+        # kernel keeps queueing connections that no one will accept and resets them at exit.
+        for bound in self.sockets:
+            for sock in (*bound.secure_sockets, *bound.insecure_sockets):
+                sock.close()

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from chatsvc.errors import error_response, unavailable
+from chatsvc.openapi import Operation, Reply, documented
 
 ROOT_PAGE = """<!doctype html>
 <html lang="en">
@@ -22,10 +23,21 @@ ROOT_PAGE = """<!doctype html>
 """
 
 
+@documented(Operation(
+    "A short HTML page naming the service",
+    {200: Reply("Links to this API description and the README.", {"type": "string"}, "text/html")},
+))
 async def root(request: Request) -> Response:
+    """A short HTML page naming the service and linking its API description and README."""
     return HTMLResponse(ROOT_PAGE)
 
 
+@documented(Operation(
+    "Readiness",
+    {200: Reply("Ready: the body is exactly `ok`.", {"type": "string", "const": "ok"}, "text/plain"),
+     503: "Not ready: the database does not answer, or the process is draining."},
+    description="Reads a health state refreshed in the background: no database round trip per probe.",
+))
 async def check(request: Request) -> Response:
     """`ok` while the database answers and the process is not draining, as the original."""
     health = request.app.state.health

@@ -24,6 +24,7 @@ from chatsvc.api.common import (
     token_hash,
 )
 from chatsvc.errors import ApiError, invalid_request
+from chatsvc.openapi import Header, Operation, Reply, documented
 from chatsvc.schemas import (
     ListingQuery,
     MessageCreated,
@@ -44,10 +45,35 @@ _any_json = msgspec.json.Decoder()
 class Messages(HTTPEndpoint):
     """`/messages`: GET lists, POST sends; any other method is 405 with `Allow`."""
 
+    @documented(Operation(
+        "List messages sent to a recipient",
+        {200: Reply("Messages with `id >= start`, ascending; `next_start` is null when no more exist.",
+                    MessagePage),
+         400: "A parameter is missing, not an integer, or out of range; the message names it."},
+        description="The recipient reads every message sent to them; anyone else only what they sent "
+                    "to that recipient. An unknown recipient yields an empty list. The parameters may "
+                    "also come in a JSON body, as the original read them; a query parameter wins.",
+        query=ListingQuery, authenticated=True, reads_body=True, uses_database=True,
+    ))
     async def get(self, request: Request) -> Response:
+        """List messages to `recipient` from `start`, at most `limit`: `{"messages", "next_start"}`."""
         return await list_messages(request)
 
+    @documented(Operation(
+        "Send a message",
+        {201: Reply("Stored; a retry with the same `Idempotency-Key` gets this same answer again.",
+                    MessageCreated),
+         400: "Not JSON, a field breaks its rule, or a malformed `Idempotency-Key`.",
+         403: "`sender` is not the caller.",
+         404: "The recipient does not exist.",
+         409: "The `Idempotency-Key` was used for a different message, or that request is in progress."},
+        body=NewMessage, authenticated=True, reads_body=True, uses_database=True,
+        headers=[Header("Idempotency-Key", "Makes a retry safe: the first answer is returned again and "
+                        "nothing new is stored. Kept at least 24 h, per sender.",
+                        {"type": "string", "pattern": f"^{_IDEMPOTENCY_KEY.pattern}$"})],
+    ))
     async def post(self, request: Request) -> Response:
+        """Send `{"recipient", "content"}`: `201 {"id", "timestamp"}`; `Idempotency-Key` for safe retries."""
         return await create_message(request)
 
 
@@ -142,7 +168,15 @@ async def _listing_parameters(request: Request) -> dict[str, Any]:
             raise invalid_request("expected a JSON object")
         parameters.update((k, v) for k, v in parsed.items() if k in _LISTING_PARAMETERS)
     # Query values are text: turn digits into integers, and let anything else fail validation.
-    parameters.update((k, int(v) if v.isdigit() else v)
+    parameters.update((k, _integer_or_text(v))
                       for k, v in request.query_params.items() if k in _LISTING_PARAMETERS)
     return parameters
+
+
+def _integer_or_text(value: str) -> int | str:
+    """Decimal digits as an integer, else the text (`isdigit` admits `²`, which int() refuses)."""
+    if value.isdecimal():
+        with contextlib.suppress(ValueError):  # more digits than int() converts: stays text
+            return int(value)
+    return value
 

@@ -8,11 +8,20 @@ from starlette.responses import Response
 from chatsvc import metrics, queries
 from chatsvc.api.common import authenticate, decode, json_response, read_body, token_hash
 from chatsvc.errors import unauthorized
-from chatsvc.schemas import LoggedIn, login_decoder, username_key
+from chatsvc.openapi import Operation, Reply, documented
+from chatsvc.schemas import LoggedIn, LoginCredentials, login_decoder, username_key
 from chatsvc.tokens import new_token
 
 
+@documented(Operation(
+    "Log in",
+    {200: Reply("A new session: send `token` as `Authorization: Bearer <token>`.", LoggedIn),
+     400: "Not JSON, or a field breaks its rule; the message names the field.",
+     401: "Wrong username or password (the same answer for both)."},
+    body=LoginCredentials, reads_body=True, uses_database=True,
+))
 async def login(request: Request) -> Response:
+    """Log in `{"username", "password"}`: `200 {"id", "token"}`, or 401 for a wrong name or password."""
     state = request.app.state
     credentials = decode(login_decoder, await read_body(request))
     user = await queries.user_for_login(state.pool, username_key(credentials.username))
@@ -30,6 +39,11 @@ async def login(request: Request) -> Response:
     return json_response(LoggedIn(user["id"], token))
 
 
+@documented(Operation(
+    "Log out",
+    {204: Reply("The token is revoked, on every replica.")},
+    authenticated=True, uses_database=True,
+))
 async def logout(request: Request) -> Response:
     """Revoke the presented token; every replica rejects it from the next request on."""
     await authenticate(request)

@@ -8,10 +8,19 @@ from starlette.responses import Response
 from chatsvc import queries
 from chatsvc.api.common import decode, json_response, read_body
 from chatsvc.errors import ApiError
-from chatsvc.schemas import UserCreated, credentials_decoder, username_key
+from chatsvc.openapi import Operation, Reply, documented
+from chatsvc.schemas import Credentials, UserCreated, credentials_decoder, username_key
 
 
+@documented(Operation(
+    "Sign up",
+    {201: Reply("The account exists.", UserCreated),
+     400: "Not JSON, or a field breaks its rule; the message names the field.",
+     409: "The username is taken (compared case-insensitively after NFC)."},
+    body=Credentials, reads_body=True, uses_database=True,
+))
 async def create_user(request: Request) -> Response:
+    """Sign up `{"username", "password"}`: `201 {"id"}`, or 409 when the name is taken."""
     state = request.app.state
     credentials = decode(credentials_decoder, await read_body(request))
     password_hash = await state.passwords.hash(credentials.password)

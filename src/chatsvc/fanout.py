@@ -1,0 +1,311 @@
+"""Real-time fan-out: one LISTEN connection per process, the settled watermark, the open streams.
+
+A notification only says "messages for users X and Y may exist"; each stream then reads the
+database from its own cursor, so the database stays the one source of truth. What a stream may
+read is bounded by the *watermark*: the largest id below which no message can still commit.
+
+Ids come from a sequence, so two inserts can commit out of order: 11 can be visible while 10 is
+still in flight. Had a stream delivered 11, a client resuming with `Last-Event-ID: 11` would never
+see 10. So an id is delivered only once it is settled. The newest id M seen in a snapshot S is
+settled when every transaction in progress in S has ended: sql/0002 makes each transaction take
+its xid before its id, so whoever holds an id below M had an xid before S and is listed in S. A
+transaction that runs long without touching `messages` (found in `pg_locks`) holds no id and is
+not waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from chatsvc import metrics, queries
+from chatsvc.config import Settings
+from chatsvc.db import UNAVAILABLE_ERRORS
+from chatsvc.errors import ApiError
+
+log = logging.getLogger("chatsvc.fanout")
+
+RECONNECT_MIN_SECONDS = 0.05
+RECONNECT_MAX_SECONDS = 2.0
+# While an id waits for older transactions, the snapshot is read again this soon, then less often.
+SETTLE_POLL_MIN_SECONDS = 0.001
+SETTLE_POLL_MAX_SECONDS = 0.025
+# A transaction still in progress after this long is asked whether it writes `messages` at all.
+WRITER_CHECK_AFTER_SECONDS = 0.1
+# Candidates kept at once; past it the newest is replaced, which only settles it a little later.
+MAX_CANDIDATES = 256
+# Notifications held for routing while the watermark lags; past it every stream is woken instead.
+MAX_PENDING_EVENTS = 100_000
+_XID32 = 0xFFFF_FFFF
+# Errors that mean "the listener connection is gone or unusable": reconnect.
+_CONNECTION_ERRORS = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def in_progress(snapshot: str) -> set[int]:
+    """The xids a `pg_current_snapshot()` text ("xmin:xmax:xip,…") lists as in progress."""
+    listed = snapshot.split(":")[2]
+    return {int(xid) for xid in listed.split(",")} if listed else set()
+
+
+@dataclass(slots=True)
+class _Candidate:
+    max_id: int
+    waiting: set[int]  # xids in progress when `max_id` was the newest visible id
+    seen_at: float
+    wake_all: bool
+
+
+class Horizon:
+    """The settled watermark, advanced by looks at the database (pure bookkeeping, no I/O)."""
+
+    def __init__(self) -> None:
+        self.watermark = 0
+        self._candidates: list[_Candidate] = []
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._candidates)
+
+    def oldest_wait(self, now: float) -> float:
+        return now - self._candidates[0].seen_at if self._candidates else 0.0
+
+    def waiting(self) -> set[int]:
+        return set().union(*(candidate.waiting for candidate in self._candidates))
+
+    def observe(self, max_id: int, running: set[int], now: float,
+                wake_all: bool = False) -> tuple[bool, bool]:
+        """One snapshot: (the watermark moved, every stream must look)."""
+        for candidate in self._candidates:
+            candidate.waiting &= running
+        newest = self._candidates[-1] if self._candidates else None
+        if max_id > (newest.max_id if newest else self.watermark):
+            candidate = _Candidate(max_id, set(running), now, wake_all)
+            if len(self._candidates) >= MAX_CANDIDATES:
+                # The new candidate settles every id the replaced one would have.
+                replaced = self._candidates.pop()
+                candidate.wake_all |= replaced.wake_all
+                candidate.seen_at = replaced.seen_at
+            self._candidates.append(candidate)
+        elif wake_all:
+            if newest is None:
+                moved, _ = self._settle()
+                return moved, True  # every visible id is already settled
+            newest.wake_all = True
+        return self._settle()
+
+    def discard(self, xids: set[int]) -> tuple[bool, bool]:
+        """Stop waiting for transactions known to hold no message id."""
+        for candidate in self._candidates:
+            candidate.waiting -= xids
+        return self._settle()
+
+    def _settle(self) -> tuple[bool, bool]:
+        # A settled candidate settles every older one too: all ids below its own are final.
+        last = max((i for i, c in enumerate(self._candidates) if not c.waiting), default=None)
+        if last is None:
+            return False, False
+        settled, self._candidates = self._candidates[:last + 1], self._candidates[last + 1:]
+        moved = settled[-1].max_id > self.watermark
+        self.watermark = max(self.watermark, settled[-1].max_id)
+        return moved, any(candidate.wake_all for candidate in settled)
+
+
+class Subscription:
+    """One open stream's registration: `wake` is set whenever it should read the database."""
+
+    __slots__ = ("_fanout", "closed", "user_id", "wake")
+
+    def __init__(self, fanout: Fanout, user_id: int) -> None:
+        self._fanout = fanout
+        self.user_id = user_id
+        self.wake = asyncio.Event()
+        self.wake.set()  # the first look: the replay
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._fanout._unsubscribe(self)
+
+
+class Fanout:
+    """The process's LISTEN connection, its watermark, and the streams it wakes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.horizon = Horizon()
+        self.ready = asyncio.Event()  # the watermark has been read from the database at least once
+        self._streams: dict[int, set[Subscription]] = {}
+        self._count = 0
+        self._pending: list[tuple[int, int, int]] = []  # heap of (id, sender, recipient) > watermark
+        self._wake_all_pending = False
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def watermark(self) -> int:
+        return self.horizon.watermark
+
+    @property
+    def open_streams(self) -> int:
+        return self._count
+
+    async def start(self) -> None:
+        """Start listening; wait (up to `CHATSVC_DB_TIMEOUT`) for the first watermark."""
+        self._task = asyncio.create_task(self._run(), name="stream-listener")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.db_timeout):
+                await self.ready.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def subscribe(self, user_id: int) -> Subscription:
+        """Register a stream of `user_id`'s messages; 429 past either cap."""
+        settings = self.settings
+        if self._count >= settings.stream_max_per_process:
+            raise _too_many(f"this server holds its maximum of {settings.stream_max_per_process} "
+                            "streams; retry, perhaps on another replica")
+        streams = self._streams.setdefault(user_id, set())
+        if len(streams) >= settings.stream_max_per_user:
+            raise _too_many(f"at most {settings.stream_max_per_user} streams per user are open at once; "
+                            "close one first")
+        subscription = Subscription(self, user_id)
+        streams.add(subscription)
+        self._count += 1
+        metrics.STREAMS_OPEN.inc()
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        streams = self._streams.get(subscription.user_id)
+        if streams is None or subscription not in streams:
+            return
+        streams.discard(subscription)
+        if not streams:
+            del self._streams[subscription.user_id]
+        self._count -= 1
+        metrics.STREAMS_OPEN.dec()
+
+    def _wake(self, *users: int) -> None:
+        for user in users:
+            for subscription in self._streams.get(user, ()):
+                subscription.wake.set()
+
+    def _wake_everyone(self) -> None:
+        for streams in self._streams.values():
+            for subscription in streams:
+                subscription.wake.set()
+
+    def _on_notification(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        if payload == "*":
+            self._wake_all_pending = True
+            self._kick.set()
+            return
+        try:
+            events = [tuple(int(part) for part in item.split(":")) for item in payload.split()]
+        except ValueError:
+            log.warning("ignoring a malformed notification", extra={"channel": channel})
+            return
+        for event in events:
+            if len(event) != 3:
+                continue
+            message_id, sender, recipient = event
+            if message_id <= self.watermark:
+                self._wake(sender, recipient)
+            else:
+                heapq.heappush(self._pending, (message_id, sender, recipient))
+                self._kick.set()
+        if len(self._pending) > MAX_PENDING_EVENTS:
+            self._pending.clear()
+            self._wake_all_pending = True
+
+    async def _run(self) -> None:
+        delay = RECONNECT_MIN_SECONDS
+        while True:
+            try:
+                connection = await asyncpg.connect(
+                    self.settings.database_url, timeout=self.settings.db_timeout,
+                    server_settings={"application_name": "chatsvc-listener", "timezone": "UTC"})
+            except (*_CONNECTION_ERRORS, OSError) as error:
+                log.warning("stream listener cannot connect; retrying",
+                            extra={"error": type(error).__name__, "retry_in": delay})
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RECONNECT_MAX_SECONDS)
+                continue
+            delay = RECONNECT_MIN_SECONDS
+            try:
+                await self._follow(connection)
+            except _CONNECTION_ERRORS as error:
+                log.warning("stream listener lost its connection; reconnecting",
+                            extra={"error": type(error).__name__})
+                metrics.STREAM_LISTENER_RECONNECTS.inc()
+            except Exception:
+                log.exception("stream listener failed; reconnecting")
+                metrics.STREAM_LISTENER_RECONNECTS.inc()
+                await asyncio.sleep(RECONNECT_MAX_SECONDS)
+            finally:
+                connection.terminate()  # close() could wait on a dead socket
+
+    async def _follow(self, connection: asyncpg.Connection) -> None:
+        """LISTEN on `connection` and keep the watermark current until the connection fails."""
+        connection.add_termination_listener(lambda _: self._kick.set())
+        await connection.add_listener(queries.MESSAGES_CHANNEL, self._on_notification)
+        # Anything committed while no connection was listening went unannounced: every stream looks.
+        self._wake_all_pending = True
+        self._kick.set()
+        poll = SETTLE_POLL_MIN_SECONDS
+        while True:
+            # Idle, the periodic look doubles as the connection's health check.
+            wait = poll if self.horizon.pending else self.settings.health_interval
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._kick.wait()
+            self._kick.clear()
+            if connection.is_closed():
+                raise asyncpg.ConnectionDoesNotExistError("the listener connection closed")
+            await self._look(connection)
+            poll = min(2 * poll, SETTLE_POLL_MAX_SECONDS) if self.horizon.pending else SETTLE_POLL_MIN_SECONDS
+
+    async def _look(self, connection: asyncpg.Connection) -> None:
+        """Read the newest id and the transactions in progress; deliver what became settled."""
+        wake_all, self._wake_all_pending = self._wake_all_pending, False
+        try:
+            row = await connection.fetchrow(queries.MESSAGES_HORIZON, timeout=self.settings.db_timeout)
+            now = time.monotonic()
+            moved, everyone = self.horizon.observe(row["max_id"], in_progress(row["snapshot"]), now,
+                                                   wake_all)
+            if self.horizon.pending and self.horizon.oldest_wait(now) >= WRITER_CHECK_AFTER_SECONDS:
+                writers = set(await connection.fetchval(queries.MESSAGE_WRITERS,
+                                                        timeout=self.settings.db_timeout))
+                idle = {xid for xid in self.horizon.waiting() if xid & _XID32 not in writers}
+                more_moved, more_everyone = self.horizon.discard(idle)
+                moved, everyone = moved or more_moved, everyone or more_everyone
+        except BaseException:
+            self._wake_all_pending |= wake_all
+            raise
+        if moved or everyone:
+            self._deliver(everyone)
+        if not self.horizon.pending:
+            self.ready.set()
+
+    def _deliver(self, everyone: bool) -> None:
+        while self._pending and self._pending[0][0] <= self.watermark:
+            _, sender, recipient = heapq.heappop(self._pending)
+            if not everyone:
+                self._wake(sender, recipient)
+        if everyone:
+            self._wake_everyone()
+
+
+def _too_many(message: str) -> ApiError:
+    return ApiError(429, "rate_limited", message, {"Retry-After": "1"})

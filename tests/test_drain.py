@@ -1,0 +1,581 @@
+"""Shutdown as API.md promises it, against real `chatsvc serve` processes over TCP.
+
+SIGTERM: `/check` and `/readyz` turn 503 at once, requests keep being served for the drain delay,
+then the listeners close, requests in flight finish, idle keep-alive connections are closed
+cleanly, and the process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client.mmap_dict import MmapedDict
+
+from chatsvc import metrics
+from chatsvc.migrate import migrate
+from tests.support import DatabaseFactory, ServerProcess, User, sign_up_and_log_in
+
+DRAIN_DELAY = 1.0
+SHUTDOWN_TIMEOUT = 3.0
+SETTINGS = {
+    "CHATSVC_DRAIN_DELAY": str(DRAIN_DELAY),
+    "CHATSVC_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
+    "CHATSVC_READ_TIMEOUT": "5",
+    "CHATSVC_RATE": "0",
+    "CHATSVC_AUTH_RATE": "0",
+}
+# The contract: readiness fails "at once"; polled every 5 ms, it must be seen within this.
+TURNS_503_WITHIN = 0.1
+POLL_INTERVAL = 0.005
+# Load stops this long before the listeners can close: a request crossing the server's FIN on
+# an idle keep-alive connection is a race no HTTP/1.1 server can rule out.
+STOP_MARGIN = 0.2
+EXIT_BOUND = DRAIN_DELAY + SHUTDOWN_TIMEOUT + 1
+LOAD_TASKS = 8
+# The slow request starts this long after the signal and takes SLOW_DURATION, so the listeners
+# close (at DRAIN_DELAY) while it is in flight.
+SLOW_START = 0.2
+SLOW_DURATION = 1.5
+
+Launch = Callable[..., Awaitable[tuple[ServerProcess, str]]]
+
+
+@pytest.fixture
+async def launch(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[Launch]:
+    """`await launch(**settings)`: a started server on a fresh migrated database, and its URL."""
+    started: list[ServerProcess] = []
+
+    async def start(**settings: str) -> tuple[ServerProcess, str]:
+        url = await databases.create()
+        await migrate(url)
+        process = ServerProcess(url, tmp_path / f"serve-{len(started)}.log", **{**SETTINGS, **settings})
+        try:
+            process.start()
+        except BaseException:
+            process.stop()
+            raise
+        started.append(process)
+        return process, url
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+async def wait_until_listening(server: ServerProcess, workers: int) -> None:
+    """Until every worker serves: hypercorn logs "Running on" once each has its signal handlers."""
+    line = f"Running on http://127.0.0.1:{server.port}"
+    for _ in range(200):
+        if server.log().count(line) >= workers:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{workers} workers were not all listening in 10 s:\n{server.log()[-3000:]}")
+
+
+async def make_users(server: ServerProcess, count: int) -> list[User]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        return [await sign_up_and_log_in(client) for _ in range(count)]
+
+
+async def stored_message_ids(url: str, ids: list[int]) -> set[int]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT id FROM messages WHERE id = ANY($1::bigint[])", ids)
+    finally:
+        await connection.close()
+    return {row["id"] for row in rows}
+
+
+async def wait_for_exit(server: ServerProcess, signalled_at: float, bound: float) -> tuple[int, float]:
+    """The exit status and the seconds from the signal to the exit; fails past `bound`."""
+    remaining = max(0.0, signalled_at + bound - time.monotonic())
+    try:
+        code = await asyncio.to_thread(server.wait, remaining)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {bound} s after SIGTERM:\n{server.log()[-5000:]}")
+    return code, time.monotonic() - signalled_at
+
+
+def message(user: User, recipient: int, text: str) -> dict:
+    return {"sender": user.id, "recipient": recipient, "content": {"type": "text", "text": text}}
+
+
+async def slow_post(server: ServerProcess, user: User, text: str) -> httpx.Response:
+    """POST /messages whose body trickles in over SLOW_DURATION seconds (chunked)."""
+    body = json.dumps(message(user, user.id, text)).encode()
+    pieces = 15
+
+    async def trickle() -> AsyncIterator[bytes]:
+        step = math.ceil(len(body) / pieces)
+        for start in range(0, len(body), step):
+            yield body[start:start + step]
+            await asyncio.sleep(SLOW_DURATION / pieces)
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        return await client.post("/messages", content=trickle(), headers=user.auth)
+
+
+async def probe_new_connection(server: ServerProcess) -> str:
+    """What a brand-new connection gets: "refused", "answered <status>", or the transport error."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(server.url + "/check")
+    except httpx.ConnectError:
+        return "refused"
+    except httpx.HTTPError as error:
+        return f"accepted, then {error!r}"
+    return f"answered {response.status_code}"
+
+
+@dataclass
+class Outcome:
+    route: str
+    sent: float  # monotonic
+    status: int | None
+    error: str | None = None
+    received: float = math.inf  # monotonic; when the answer was in
+
+
+@dataclass
+class DrainRun:
+    """Everything observed while a server drained under load."""
+
+    signalled_at: float = math.inf
+    stop_at: float = math.inf
+    first_503: float | None = None  # seconds from the signal to the first 503 received
+    checks: list[Outcome] = field(default_factory=list)  # the dedicated /check poller
+    outcomes: list[Outcome] = field(default_factory=list)  # the load
+    created: list[int] = field(default_factory=list)  # ids answered 201
+    slow: httpx.Response | None = None
+    exit_code: int | None = None
+    exit_after: float | None = None
+
+    def after_signal(self, outcome: Outcome) -> bool:
+        return outcome.sent >= self.signalled_at
+
+    def served_during_drain(self) -> list[Outcome]:
+        return [o for o in self.outcomes if self.after_signal(o) and o.status is not None]
+
+    def summary(self) -> str:
+        during = self.served_during_drain()
+        posts = sum(1 for o in during if o.route == "POST /messages" and o.status == 201)
+        first = "never" if self.first_503 is None else f"{self.first_503 * 1000:.1f} ms"
+        return (f"first 503 after {first}; "
+                f"{len(self.outcomes)} load requests, {len(during)} served during the drain "
+                f"({posts} messages created); exit {self.exit_code} after {self.exit_after:.2f} s")
+
+
+async def drain_under_load(server: ServerProcess, users: list[User], *, warmup: float = 0.5) -> DrainRun:
+    """Load the server, SIGTERM it, keep loading through the drain delay, wait for the exit."""
+    run = DrainRun()
+
+    def poll_check() -> None:
+        # In a thread of its own, so the load tasks on the event loop do not delay its readings.
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            while time.monotonic() < run.stop_at:
+                sent = time.monotonic()
+                try:
+                    response = client.get("/check")
+                except httpx.HTTPError as error:
+                    run.checks.append(Outcome("GET /check", sent, None, repr(error)))
+                    return
+                received = time.monotonic()
+                run.checks.append(Outcome("GET /check", sent, response.status_code, received=received))
+                if response.status_code == 503 and run.first_503 is None and sent >= run.signalled_at:
+                    run.first_503 = received - run.signalled_at
+                time.sleep(POLL_INTERVAL if run.first_503 is None else 0.02)
+
+    async def load(user: User, peer: User) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            for n in range(1_000_000):
+                sent = time.monotonic()
+                if sent >= run.stop_at:
+                    return
+                route = ("POST /messages", "GET /messages", "GET /check")[n % 3]
+                try:
+                    if route == "POST /messages":
+                        response = await client.post(
+                            "/messages", json=message(user, peer.id, f"load {n}"), headers=user.auth)
+                    elif route == "GET /messages":
+                        response = await client.get("/messages", headers=user.auth,
+                                                    params={"recipient": peer.id, "limit": 5})
+                    else:
+                        response = await client.get("/check")
+                except httpx.HTTPError as error:
+                    run.outcomes.append(Outcome(route, sent, None, repr(error)))
+                    # Refused after the listeners closed is "not sent"; judged by the test.
+                    return
+                run.outcomes.append(Outcome(route, sent, response.status_code))
+                if response.status_code == 201:
+                    run.created.append(response.json()["id"])
+
+    async def slow() -> None:
+        await asyncio.sleep(SLOW_START)
+        run.slow = await slow_post(server, users[0], "slow, in flight when the listeners close")
+
+    peers = users[1:] + users[:1]
+    tasks = [asyncio.create_task(load(user, peer)) for user, peer in zip(users, peers, strict=True)]
+    tasks.append(asyncio.create_task(asyncio.to_thread(poll_check)))
+    await asyncio.sleep(warmup)
+    # On a busy machine: signal only once the poller saw a 200 and the load is well under way.
+    for _ in range(200):
+        if any(o.status == 200 for o in run.checks) and len(run.outcomes) >= 2 * len(users):
+            break
+        await asyncio.sleep(0.05)
+    run.signalled_at = time.monotonic()
+    server.signal(signal.SIGTERM)
+    run.stop_at = run.signalled_at + DRAIN_DELAY - STOP_MARGIN
+    tasks.append(asyncio.create_task(slow()))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        run.stop_at = min(run.stop_at, time.monotonic())  # ends the poller thread on any failure
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    run.exit_code, run.exit_after = await wait_for_exit(server, run.signalled_at, EXIT_BOUND)
+    return run
+
+
+async def assert_drained_cleanly(run: DrainRun, server: ServerProcess, url: str) -> None:
+    log = server.log()[-5000:]
+    # /check: 200 before the signal, then 503 within TURNS_503_WITHIN and never 200 again.
+    # (One sent just before the signal may be answered after it, either way.)
+    before = [o for o in run.checks if o.received < run.signalled_at]
+    assert before and all(o.status == 200 for o in before), before
+    assert run.first_503 is not None, f"/check never turned 503: {run.checks[-5:]}"
+    assert run.first_503 <= TURNS_503_WITHIN, f"first 503 only {run.first_503 * 1000:.1f} ms after SIGTERM"
+    # The poller keeps one connection (one process): from its first 503 on, nothing else.
+    flapped = [o for o in run.checks if o.sent >= run.signalled_at + run.first_503 and o.status != 503]
+    assert not flapped, flapped[:5]
+    # Every /check the load sent once readiness had to be failing (any worker) was a 503.
+    late = [o for o in run.outcomes
+            if o.route == "GET /check" and o.sent >= run.signalled_at + TURNS_503_WITHIN]
+    assert late and all(o.status == 503 for o in late), [o for o in late if o.status != 503][:5]
+    # Every request sent before the listeners closed got a complete, non-5xx answer.
+    listeners_close = run.signalled_at + DRAIN_DELAY
+    failed = [o for o in run.outcomes + run.checks
+              if o.status is None and not (o.error and o.error.startswith("ConnectError")
+                                           and o.sent >= listeners_close - 0.05)]
+    assert not failed, f"{failed[:5]}\n{log}"
+    errors = [o for o in run.outcomes if o.status is not None and o.status >= 500 and o.route != "GET /check"]
+    assert not errors, errors[:5]
+    # Serving went on through the drain delay: messages were created after the signal, and late.
+    during = run.served_during_drain()
+    late_posts = [o for o in during if o.route == "POST /messages" and o.status == 201
+                  and o.sent >= run.signalled_at + DRAIN_DELAY / 2]
+    assert late_posts, f"no message created in the second half of the drain delay: {during[-5:]}"
+    # The request in flight when the listeners closed finished.
+    if run.slow is not None:
+        assert run.slow.status_code == 201, run.slow.text
+        run.created.append(run.slow.json()["id"])
+    # Every message answered 201 is stored.
+    missing = set(run.created) - await stored_message_ids(url, run.created)
+    assert not missing, f"answered 201 but not stored: {sorted(missing)[:10]}"
+    assert run.exit_code == 0, f"exit status {run.exit_code}\n{log}"
+    assert run.exit_after <= EXIT_BOUND
+
+
+async def test_drain_under_load_serves_every_request_and_exits_0(launch: Launch) -> None:
+    server, url = await launch()
+    users = await make_users(server, LOAD_TASKS)
+    run = await drain_under_load(server, users)
+    print("drain, 1 process:", run.summary())
+    await assert_drained_cleanly(run, server, url)
+
+
+async def test_admin_probes_during_the_drain_delay(launch: Launch) -> None:
+    server, _ = await launch()
+    async with httpx.AsyncClient(base_url=server.admin_url, timeout=5) as admin:
+        ready = await admin.get("/readyz")
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready"}), ready.text
+        signalled_at = time.monotonic()
+        server.signal(signal.SIGTERM)
+        readyz: list[tuple[float, int, object]] = []
+        healthz: list[tuple[float, int, object]] = []
+        while (now := time.monotonic()) < signalled_at + DRAIN_DELAY - STOP_MARGIN:
+            for path, seen in (("/readyz", readyz), ("/healthz", healthz)):
+                response = await admin.get(path)
+                seen.append((time.monotonic() - signalled_at, response.status_code, response.text))
+            await asyncio.sleep(POLL_INTERVAL if now - signalled_at < TURNS_503_WITHIN else 0.05)
+    code, exit_after = await wait_for_exit(server, signalled_at, EXIT_BOUND)
+    draining = [(at, status, text) for at, status, text in readyz if at > TURNS_503_WITHIN]
+    assert draining, readyz
+    for _, status, text in draining:
+        assert (status, json.loads(text)) == (503, {"status": "unavailable", "reason": "draining"}), text
+    first_503 = next((at for at, status, _ in readyz if status == 503), None)
+    assert first_503 is not None and first_503 <= TURNS_503_WITHIN, readyz[:5]
+    assert healthz and all((s, json.loads(t)) == (200, {"status": "ok"}) for _, s, t in healthz), healthz
+    assert (code, exit_after <= EXIT_BOUND) == (0, True)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["1-process", "2-workers"])
+async def test_a_request_in_flight_when_the_listeners_close_finishes(launch: Launch, workers: int) -> None:
+    server, url = await launch(CHATSVC_WORKERS=str(workers))
+    await wait_until_listening(server, workers)
+    (user,) = await make_users(server, 1)
+    signalled_at = time.monotonic()
+    server.signal(signal.SIGTERM)
+    await asyncio.sleep(SLOW_START)
+    in_flight = asyncio.create_task(slow_post(server, user, "in flight"))
+    # Once the listeners have closed, and while the slow request is still being sent:
+    await asyncio.sleep(signalled_at + DRAIN_DELAY + 0.3 - time.monotonic())
+    assert not in_flight.done(), "the slow request ended before the listeners closed"
+    # (With a connection that is accepted but never served, this returns only at the exit.)
+    probe = await probe_new_connection(server)
+    response = await in_flight
+    code, exit_after = await wait_for_exit(server, signalled_at, EXIT_BOUND)
+    print(f"in flight ({workers} worker(s)): {response.status_code} after "
+          f"{time.monotonic() - signalled_at:.2f} s; new connection after close: {probe}; "
+          f"exit {code} after {exit_after:.2f} s")
+    assert response.status_code == 201, response.text
+    assert await stored_message_ids(url, [response.json()["id"]]) == {response.json()["id"]}
+    assert code == 0, server.log()[-3000:]
+    # A connection made after the listeners closed must be refused, never accepted and then reset:
+    # the client could not tell whether its request was processed.
+    assert probe == "refused", probe
+
+
+async def test_a_second_signal_exits_at_once(launch: Launch) -> None:
+    server, _ = await launch(CHATSVC_DRAIN_DELAY="30")
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
+        server.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2
+        # Wait until the first signal is being handled, so the second is not merged with it.
+        while (await client.get("/check")).status_code != 503:
+            assert time.monotonic() < deadline, "the first SIGTERM was not handled"
+            await asyncio.sleep(POLL_INTERVAL)
+    signalled_at = time.monotonic()
+    server.signal(signal.SIGTERM)
+    code, exit_after = await wait_for_exit(server, signalled_at, bound=1.0)
+    print(f"second signal: exit {code} after {exit_after:.3f} s")
+    assert code != 0
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_idle_keep_alive_connections_are_closed_cleanly_at_shutdown(launch: Launch) -> None:
+    # Idle timeouts far longer than the test: only the shutdown may close the connection.
+    server, _ = await launch(CHATSVC_KEEP_ALIVE_TIMEOUT="60", CHATSVC_READ_TIMEOUT="60")
+    request = f"GET /check HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: keep-alive\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request.encode())
+        status, headers, body = await read_response(reader)
+        assert (status, body) == (200, b"ok")
+        assert headers.get("connection", "keep-alive").lower() != "close", headers
+        signalled_at = time.monotonic()
+        server.signal(signal.SIGTERM)
+        # During the drain delay the same connection is still served (readiness now fails).
+        await asyncio.sleep(2 * TURNS_503_WITHIN)
+        writer.write(request.encode())
+        status, _, _ = await read_response(reader)
+        assert status == 503
+        try:
+            eof = await asyncio.wait_for(reader.read(1), DRAIN_DELAY + SHUTDOWN_TIMEOUT + 0.5)
+        except ConnectionResetError:
+            pytest.fail("the idle keep-alive connection was reset instead of closed")
+        except TimeoutError:
+            pytest.fail("the idle keep-alive connection was not closed at shutdown")
+        closed_after = time.monotonic() - signalled_at
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    code, exit_after = await wait_for_exit(server, signalled_at, EXIT_BOUND)
+    print(f"idle keep-alive: EOF {closed_after:.2f} s after SIGTERM; exit {code} after {exit_after:.2f} s")
+    assert eof == b""
+    # Closed once the listeners closed, not during the drain delay.
+    assert DRAIN_DELAY - 0.05 <= closed_after <= DRAIN_DELAY + SHUTDOWN_TIMEOUT
+    assert code == 0
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of a live (non-zombie) process, to tell it from a later one with its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] in "ZX" else fields[19]
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every live descendant of `root`, by pid, with its start time (from each /proc/<pid>/stat)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found and (started := process_start_time(pid)):
+                found[pid] = started
+                frontier.append(pid)
+    return found
+
+
+def metric_value(text: str, name: str, labels: dict[str, str]) -> float | None:
+    """The value of the one sample of `name` with exactly `labels` (in any order)."""
+    for line in text.splitlines():
+        match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)", line)
+        if match and match.group(1) == name:
+            found = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', match.group(2)))
+            if found == labels:
+                return float(match.group(3))
+    return None
+
+
+CHECK_OK = {"method": "GET", "route": "/check", "status": "200"}
+
+
+def counted_by_each_worker(pids: list[int], name: str, labels: dict[str, str]) -> dict[int, float]:
+    """Each process's own count, read from the prometheus_client files it writes for the group."""
+    counts: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            environ = dict(entry.split(b"=", 1) for entry in
+                           Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in entry)
+            directory = environ.get(metrics.MULTIPROCESS_DIR_ENV.encode())
+            counts[pid] = 0.0
+            if directory is None:
+                continue
+            path = Path(directory.decode()) / f"counter_{pid}.db"
+            if path.exists():
+                for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+                    _, sample, sample_labels, _ = json.loads(key)
+                    if sample == name and sample_labels == labels:
+                        counts[pid] += value
+    return counts
+
+
+async def scrape(admin: httpx.AsyncClient) -> str:
+    response = await admin.get("/metrics")
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+async def test_several_workers_count_together_and_drain_on_one_signal(launch: Launch) -> None:
+    server, url = await launch(CHATSVC_WORKERS="2")
+    assert server.process is not None
+    await wait_until_listening(server, 2)
+    workers = descendants(server.process.pid)
+    try:
+        async with httpx.AsyncClient(base_url=server.admin_url, timeout=5) as admin:
+            first = metric_value(await scrape(admin), "chatsvc_http_requests_total", CHECK_OK)
+            # Scrapes go to the admin app, which does not count requests: a second one changes nothing.
+            assert metric_value(await scrape(admin), "chatsvc_http_requests_total", CHECK_OK) == first
+            baseline = first or 0.0
+            sent = 0
+            # A fresh connection each, so the kernel hands them to both workers; which one gets a
+            # connection is its choice, so send another batch in the unlikely case one got none.
+            async with httpx.AsyncClient(base_url=server.url, timeout=5,
+                                         limits=httpx.Limits(max_keepalive_connections=0)) as client:
+                for _ in range(5):
+                    for _ in range(40):
+                        response = await client.get("/check")
+                        assert response.status_code == 200, response.text
+                        sent += 1
+                    split = counted_by_each_worker(list(workers), "chatsvc_http_requests_total", CHECK_OK)
+                    if sum(1 for count in split.values() if count > 0) >= 2:
+                        break
+            expected = baseline + sent
+            # A worker counts a request just after answering it: allow it a moment.
+            for _ in range(20):
+                text = await scrape(admin)
+                if (counted := metric_value(text, "chatsvc_http_requests_total", CHECK_OK)) == expected:
+                    break
+                await asyncio.sleep(0.05)
+        split = counted_by_each_worker(list(workers), "chatsvc_http_requests_total", CHECK_OK)
+        print(f"workers: /check 200 counted {counted} (baseline {baseline}, sent {sent}); by pid: {split}")
+        assert counted == expected, f"counted {counted}, expected {expected}:\n{text}"
+        # The sum is only worth checking if both workers answered some of them.
+        assert sum(1 for count in split.values() if count > 0) >= 2, split
+        assert sum(split.values()) == counted, split
+        assert 'route="/metrics"' not in text
+
+        users = await make_users(server, 4)
+        run = await drain_under_load(server, users)
+        print("drain, 2 workers:", run.summary())
+        await assert_drained_cleanly(run, server, url)
+        # No worker (nor any other child) outlives the supervisor.
+        for _ in range(40):
+            if not (alive := {pid for pid, started in workers.items() if process_start_time(pid) == started}):
+                break
+            await asyncio.sleep(0.05)
+        assert len(workers) >= 2, workers
+        assert not alive, f"still running after the supervisor exited: {alive}"
+    finally:
+        for pid, started in workers.items():
+            if process_start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+
+def spawn_without_waiting(server: ServerProcess) -> subprocess.Popen:
+    """`chatsvc serve` with `server`'s settings; unlike server.start(), not waiting until it serves."""
+    with server.log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "chatsvc", "serve"], env=server.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+async def test_a_sigterm_while_the_workers_start_still_exits_0(databases: DatabaseFactory,
+                                                               tmp_path: Path) -> None:
+    url = await databases.create()
+    await migrate(url)
+    server = ServerProcess(url, tmp_path / "serve.log", **{**SETTINGS, "CHATSVC_WORKERS": "2"})
+    process = spawn_without_waiting(server)
+    children: dict[int, str] = {}
+    try:
+        for _ in range(200):
+            if '"supervising"' in server.log():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"the supervisor did not start its workers:\n{server.log()}")
+        children = descendants(process.pid)
+        signalled_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.to_thread(process.wait, EXIT_BOUND)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {EXIT_BOUND} s after SIGTERM:\n{server.log()[-3000:]}")
+        exit_after = time.monotonic() - signalled_at
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid, started in children.items():
+            if process_start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    stopped = [line for line in server.log().splitlines() if '"worker stopped"' in line]
+    print(f"SIGTERM while starting: exit {code} after {exit_after:.2f} s; {stopped}")
+    assert code == 0, "\n".join(stopped) + "\n" + server.log()[-2000:]

@@ -1,0 +1,459 @@
+"""Database faults under a real `chatsvc serve` process: outages, slow statements, slow clients.
+
+Each test runs against a PostgreSQL cluster of this module's own (chatsvc.devdb.PrivateCluster in
+a temporary directory), never the suite's shared server, because it stops and starts it.
+
+- An outage under light load: requests needing the database fail fast (503 `unavailable`, within
+  `CHATSVC_DB_TIMEOUT` plus a margin), `/check` turns 503 within the health interval and `/healthz`
+  stays 200; when PostgreSQL is back on the same socket the service recovers by itself within 5 s,
+  and every message answered 201 is stored, and nothing else except what a failed request stored
+  and its idempotent retry then answered with that same row.
+- A statement slower than `CHATSVC_DB_TIMEOUT` (a table lock) is a 503 in time, not a hang.
+- Slow uploads cannot hold the pool: the body is read before a connection is taken.
+
+The figures measured are printed (run with `-rP` or `-s` to see them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import asyncpg
+import httpx
+import pytest
+
+from chatsvc.devdb import PrivateCluster
+from chatsvc.migrate import migrate
+from tests.support import ServerProcess, User, sign_up_and_log_in
+
+DB_TIMEOUT = 1.0
+HEALTH_INTERVAL = 0.2
+# The machine is shared and noisy: every time bound gets this much slack on top of the contract's.
+MARGIN = 1.5
+FAIL_FAST_BOUND = DB_TIMEOUT + MARGIN
+CHECK_TURNS_BOUND = HEALTH_INTERVAL + MARGIN
+RECOVERY_BOUND = 5.0
+SETTINGS = {
+    "CHATSVC_DB_TIMEOUT": str(DB_TIMEOUT),
+    "CHATSVC_HEALTH_INTERVAL": str(HEALTH_INTERVAL),
+    "CHATSVC_RATE": "0",
+    "CHATSVC_AUTH_RATE": "0",
+    "CHATSVC_LOG_LEVEL": "warning",
+    "CHATSVC_ACCESS_LOG": "false",
+}
+# A client that waits this long has seen a hang; far past every bound above.
+CLIENT_TIMEOUT = 15.0
+LOAD_CLIENTS = 4
+LOAD_PAUSE = 0.02
+WARMUP = 1.0
+OUTAGE = 3.0
+
+
+# --- the private cluster and servers on it ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PrivateCluster]:
+    """A cluster of this module's own, stopped and removed at the end.
+
+    Not under pytest's tmp_path: PostgreSQL runs as another user when we are root, and a concurrent
+    pytest run makes /tmp/pytest-of-<user> private again, or deletes an old run's directory, under
+    a running cluster. A short path also keeps the socket in root/run, so a restarted cluster is
+    where the server looks for it.
+    """
+    root = Path(tempfile.mkdtemp(prefix="chatsvc-outage-"))
+    private = PrivateCluster(root)
+    try:
+        private.start()
+        assert private.dsn is not None and str(root / "run") in unquote(private.dsn), private.dsn
+        yield private
+    finally:
+        private.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def dsn(cluster: PrivateCluster) -> str:
+    assert cluster.dsn is not None
+    await migrate(cluster.dsn)
+    return cluster.dsn
+
+
+Serve = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def serve(dsn: str, tmp_path: Path) -> Iterator[Serve]:
+    """`serve(**settings)`: a started `chatsvc serve` on the private cluster, stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(**settings: str) -> ServerProcess:
+        server = ServerProcess(dsn, tmp_path / f"serve-{len(started)}.log", **{**SETTINGS, **settings})
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+async def make_users(server: ServerProcess, count: int) -> list[User]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT) as client:
+        return [await sign_up_and_log_in(client) for _ in range(count)]
+
+
+def text_message(recipient: int, text: str) -> dict[str, Any]:
+    return {"recipient": recipient, "content": {"type": "text", "text": text}}
+
+
+def report(title: str, figures: dict[str, Any]) -> None:
+    print(f"\n{title}: " + ", ".join(f"{name}={value}" for name, value in figures.items()))
+
+
+def assert_unavailable(outcome: Outcome) -> None:
+    assert outcome.status == 503, outcome
+    assert outcome.body == {"error": {"code": "unavailable", "message": outcome.body["error"]["message"]}}, (
+        outcome)
+    assert outcome.headers.get("retry-after") == "1", outcome
+
+
+# --- recording every request ------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    method: str
+    sender: int
+    started: float
+    finished: float
+    status: int | None  # None: no HTTP answer at all
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    key: str | None = None
+    message: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def latency(self) -> float:
+        return self.finished - self.started
+
+
+async def timed(client: httpx.AsyncClient, sender: User, method: str, path: str, *,
+                key: str | None = None, message: dict[str, Any] | None = None,
+                params: dict[str, Any] | None = None) -> Outcome:
+    headers = {} if key is None else {"Idempotency-Key": key}
+    started = time.monotonic()
+    try:
+        response = await client.request(method, path, json=message, params=params, headers=headers)
+    except httpx.HTTPError as error:
+        return Outcome(method, sender.id, started, time.monotonic(), None, key=key, message=message,
+                       error=repr(error))
+    finished = time.monotonic()
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    return Outcome(method, sender.id, started, finished, response.status_code, body,
+                   dict(response.headers), key, message)
+
+
+async def load(server: ServerProcess, user: User, recipient: User, stop: asyncio.Event,
+               outcomes: list[Outcome]) -> None:
+    """POST a message with a fresh Idempotency-Key, then list the inbox; again until `stop`."""
+    run = secrets.token_hex(4)
+    async with httpx.AsyncClient(base_url=server.url, headers=user.auth, timeout=CLIENT_TIMEOUT) as client:
+        n = 0
+        while not stop.is_set():
+            key = f"outage-{run}-{user.id}-{n}"
+            outcomes.append(await timed(client, user, "POST", "/messages", key=key,
+                                        message=text_message(recipient.id, f"message {n} of {user.id}")))
+            outcomes.append(await timed(client, user, "GET", "/messages", params={"recipient": user.id}))
+            n += 1
+            await asyncio.sleep(LOAD_PAUSE)
+
+
+async def poll(client: httpx.AsyncClient, path: str, until: Callable[[int], bool], bound: float,
+               interval: float = 0.02) -> tuple[float | None, list[int]]:
+    """Seconds until `until(status)` held (None if not within `bound`), and every status seen."""
+    started = time.monotonic()
+    seen = []
+    while (elapsed := time.monotonic() - started) <= bound:
+        status = (await client.get(path)).status_code
+        seen.append(status)
+        if until(status):
+            return elapsed, seen
+        await asyncio.sleep(interval)
+    return None, seen
+
+
+# --- an outage under load ---------------------------------------------------------------------
+
+async def test_an_outage_fails_fast_recovers_by_itself_and_loses_nothing(
+    cluster: PrivateCluster, dsn: str, serve: Serve
+) -> None:
+    server = serve()
+    pid = server.process.pid
+    users = await make_users(server, LOAD_CLIENTS)
+    stop = asyncio.Event()
+    outcomes: list[Outcome] = []
+    loaders = [asyncio.create_task(load(server, user, users[(i + 1) % len(users)], stop, outcomes))
+               for i, user in enumerate(users)]
+    public = httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT)
+    admin = httpx.AsyncClient(base_url=server.admin_url, timeout=CLIENT_TIMEOUT)
+    check_watch: asyncio.Task | None = None
+    try:
+        await asyncio.sleep(WARMUP)
+        assert any(o.status == 201 for o in outcomes), outcomes[:5]
+        assert (await public.get("/check")).status_code == 200
+
+        stop_called = time.monotonic()
+        # /check is watched from the moment the stop begins: PostgreSQL refuses work before pg_ctl returns.
+        check_watch = asyncio.create_task(
+            poll(public, "/check", lambda status: status == 503, 30 + CHECK_TURNS_BOUND))
+        await asyncio.to_thread(cluster.stop)  # pg_ctl stop -m fast
+        down = time.monotonic()
+        check_elapsed, _ = await asyncio.wait_for(check_watch, CHECK_TURNS_BOUND + CLIENT_TIMEOUT)
+        check_turned = None if check_elapsed is None else stop_called + check_elapsed
+        readyz = await admin.get("/readyz")
+        liveness = []
+        while time.monotonic() - down < OUTAGE:
+            liveness.append((await admin.get("/healthz")).status_code)
+            await asyncio.sleep(0.1)
+
+        start_called = time.monotonic()
+        restarted_dsn = await asyncio.to_thread(cluster.start)
+        up = time.monotonic()
+        assert restarted_dsn == dsn, "the cluster came back elsewhere: the server cannot follow it"
+        recovered = None
+        while recovered is None and time.monotonic() - up <= RECOVERY_BOUND + MARGIN:
+            recovered = min((o.finished for o in outcomes if o.method == "POST" and o.status == 201
+                             and o.finished > start_called), default=None)
+            await asyncio.sleep(0.02)
+        check_back, _ = await poll(public, "/check", lambda status: status == 200, CHECK_TURNS_BOUND)
+        await asyncio.sleep(0.5)  # some load after the recovery too
+    finally:
+        stop.set()
+        if check_watch is not None:
+            check_watch.cancel()
+            await asyncio.gather(check_watch, return_exceptions=True)
+        crashed = [r for r in await asyncio.gather(*loaders, return_exceptions=True) if r is not None]
+        await public.aclose()
+        await admin.aclose()
+        if cluster.url() is None:
+            cluster.start()  # for the next test, whatever failed here
+
+    assert not crashed, crashed
+    # The server process lived through it.
+    assert server.process.poll() is None and server.process.pid == pid, server.log()[-3000:]
+    assert check_turned is not None and check_turned - down <= CHECK_TURNS_BOUND, (
+        f"/check did not turn 503 within {CHECK_TURNS_BOUND} s of PostgreSQL stopping")
+    assert (readyz.status_code, readyz.text) == (503, '{"status":"unavailable","reason":"database"}'), (
+        readyz.text, server.log()[-3000:])
+    assert liveness and set(liveness) == {200}, liveness
+    assert recovered is not None, f"no 201 within {RECOVERY_BOUND} s of PostgreSQL's restart"
+    recovery = max(0.0, recovered - up)
+    assert recovery <= RECOVERY_BOUND, recovery
+    assert check_back is not None, f"/check did not turn 200 again within {CHECK_TURNS_BOUND} s"
+
+    # Every request got an answer: a success, or a fast 503 in the envelope.
+    unanswered = [o for o in outcomes if o.status is None]
+    assert not unanswered, unanswered[:5]
+    assert {o.status for o in outcomes} <= {200, 201, 503}, [o for o in outcomes if o.status not in
+                                                              (200, 201, 503)][:5]
+    failed = [o for o in outcomes if o.status == 503]
+    for outcome in failed:
+        assert_unavailable(outcome)
+    max_503 = max(o.latency for o in failed)
+    assert max_503 <= FAIL_FAST_BOUND, f"a 503 took {max_503:.3f} s"
+    during = [o for o in outcomes if o.started >= down and o.finished <= start_called]
+    assert during, "no request was made while PostgreSQL was down"
+    assert all(o.status == 503 for o in during), [o for o in during if o.status != 503][:5]
+
+    messages_checked, stored_then_retried = await assert_nothing_lost(server, dsn, users, outcomes)
+    report("outage", {
+        "outage_s": f"{start_called - stop_called:.2f}",
+        "requests": len(outcomes),
+        "requests_during_outage": len(during),
+        "503": len(failed),
+        "max_503_latency_s": f"{max_503:.3f}",
+        "postgres_stop_s": f"{down - stop_called:.2f}",
+        "check_503_after_stop_began_s": f"{check_turned - stop_called:.3f}",
+        "postgres_restart_s": f"{up - start_called:.2f}",
+        "first_201_after_restart_began_s": f"{recovered - start_called:.3f}",
+        "recovery_after_postgres_up_s": f"{recovery:.3f}",
+        "messages_checked": messages_checked,
+        "failed_posts_stored_anyway": stored_then_retried,
+    })
+
+
+async def assert_nothing_lost(server: ServerProcess, dsn: str, users: list[User],
+                              outcomes: list[Outcome]) -> tuple[int, int]:
+    """Every 201 is stored; nothing else is, but what a failed POST stored and its retry returns.
+
+    Returns the number of messages checked and of failed POSTs that had been stored all the same.
+    """
+    posts = [o for o in outcomes if o.method == "POST"]
+    acknowledged = {o.key: o.body["id"] for o in posts if o.status == 201}
+    failed = [o for o in posts if o.status != 201]
+    senders = [user.id for user in users]
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = {row["idempotency_key"]: (row["id"], row["sender_id"]) for row in await connection.fetch(
+            "SELECT id, sender_id, idempotency_key FROM messages WHERE sender_id = ANY($1)", senders)}
+        assert len(rows) == len(await connection.fetch(
+            "SELECT 1 FROM messages WHERE sender_id = ANY($1)", senders)), "a message without its key"
+        missing = {key: id_ for key, id_ in acknowledged.items() if rows.get(key, (None,))[0] != id_}
+        assert not missing, f"answered 201 but not stored: {missing}"
+        failed_keys = {o.key for o in failed}
+        unexplained = set(rows) - set(acknowledged) - failed_keys
+        assert not unexplained, f"stored without a 201 or a failed request: {unexplained}"
+        stored_anyway = {key: rows[key][0] for key in failed_keys if key in rows}
+
+        # Every failed POST, retried with its own key, ends as exactly one row: the one it answers.
+        tokens = {user.id: user.auth for user in users}
+        async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT) as client:
+            for outcome in failed:
+                retry = await client.post("/messages", json=outcome.message,
+                                          headers={**tokens[outcome.sender], "Idempotency-Key": outcome.key})
+                assert retry.status_code == 201, retry.text
+                stored = await connection.fetch(
+                    "SELECT id FROM messages WHERE sender_id = $1 AND idempotency_key = $2",
+                    outcome.sender, outcome.key)
+                assert [row["id"] for row in stored] == [retry.json()["id"]], (outcome, stored)
+                if outcome.key in stored_anyway:
+                    assert retry.json()["id"] == stored_anyway[outcome.key]
+        total = await connection.fetchval("SELECT count(*) FROM messages WHERE sender_id = ANY($1)", senders)
+        assert total == len(acknowledged) + len(failed)
+    finally:
+        await connection.close()
+    return len(acknowledged) + len(failed), len(stored_anyway)
+
+
+# --- a statement slower than the timeout ------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def messages_locked(dsn: str) -> AsyncIterator[None]:
+    """`messages` held in ACCESS EXCLUSIVE mode by another session until the block ends."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        async with connection.transaction():
+            await connection.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await connection.close()
+
+
+async def test_a_statement_over_the_db_timeout_is_503_in_time_and_the_server_is_fine_after(
+    dsn: str, serve: Serve
+) -> None:
+    server = serve()
+    [alice, bob] = await make_users(server, 2)
+    key = f"locked-{secrets.token_hex(6)}"
+    message = text_message(bob.id, "while locked")
+    async with httpx.AsyncClient(base_url=server.url, headers=alice.auth, timeout=CLIENT_TIMEOUT) as client:
+        async with messages_locked(dsn):
+            blocked = await timed(client, alice, "POST", "/messages", key=key, message=message)
+            listing = await timed(client, alice, "GET", "/messages", params={"recipient": alice.id})
+        assert_unavailable(blocked)
+        assert_unavailable(listing)
+        assert max(blocked.latency, listing.latency) <= FAIL_FAST_BOUND, (blocked.latency, listing.latency)
+
+        retry = await client.post("/messages", json=message, headers={"Idempotency-Key": key})
+        assert retry.status_code == 201, retry.text
+        assert (await client.get("/check")).text == "ok"
+        listed = await client.get("/messages", params={"recipient": bob.id}, headers=bob.auth)
+        assert [m["id"] for m in listed.json()["messages"]] == [retry.json()["id"]]
+    report("statement timeout", {"post_503_latency_s": f"{blocked.latency:.3f}",
+                                 "get_503_latency_s": f"{listing.latency:.3f}"})
+
+
+async def test_more_slow_statements_than_connections_all_fail_fast(dsn: str, serve: Serve) -> None:
+    """With every connection stuck behind a lock, a request waits no longer for a connection either."""
+    server = serve(CHATSVC_DB_POOL_MAX="2", CHATSVC_DB_POOL_MIN="1")
+    [alice] = await make_users(server, 1)
+    async with httpx.AsyncClient(base_url=server.url, headers=alice.auth, timeout=CLIENT_TIMEOUT) as client:
+        async with messages_locked(dsn):
+            outcomes = await asyncio.gather(*(
+                timed(client, alice, "POST", "/messages", message=text_message(alice.id, f"queued {n}"))
+                for n in range(8)))
+        for outcome in outcomes:
+            assert_unavailable(outcome)
+        latencies = sorted(round(o.latency, 3) for o in outcomes)
+        assert latencies[-1] <= FAIL_FAST_BOUND, latencies
+        after = await client.post("/messages", json=text_message(alice.id, "after"))
+        assert after.status_code == 201, after.text
+    report("8 slow statements on 2 connections", {"503_latencies_s": latencies})
+
+
+# --- slow clients cannot hold the pool --------------------------------------------------------
+
+SLOW_CLIENTS = 20
+SLOW_UPLOAD = 5.0  # well past FAIL_FAST_BOUND: a pool held by the uploads would show as 503s or waits
+SLOW_PIECES = 25
+
+
+async def slow_post(server: ServerProcess, user: User, recipient: int, n: int) -> tuple[int, float]:
+    """POST /messages with a Content-Length, its body sent in pieces over SLOW_UPLOAD; (status, end)."""
+    body = (b'{"recipient": %d, "content": {"type": "text", "text": "slow %d"}}' % (recipient, n))
+    body = body[:-1] + b" " * 100 + b"}"
+    head = (f"POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {user.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(head.encode())
+        size = -(-len(body) // SLOW_PIECES)
+        for offset in range(0, len(body), size):
+            writer.write(body[offset:offset + size])
+            await writer.drain()
+            await asyncio.sleep(SLOW_UPLOAD / SLOW_PIECES)
+        status_line = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)
+        await reader.read()
+        return int(status_line.split()[1]), time.monotonic()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def test_slow_uploads_do_not_hold_the_pool(dsn: str, serve: Serve) -> None:
+    server = serve(CHATSVC_DB_POOL_MAX="2", CHATSVC_DB_POOL_MIN="1", CHATSVC_READ_TIMEOUT="30")
+    [slow, quick, recipient] = await make_users(server, 3)
+    uploads = [asyncio.create_task(slow_post(server, slow, recipient.id, n)) for n in range(SLOW_CLIENTS)]
+    outcomes: list[Outcome] = []
+    async with httpx.AsyncClient(base_url=server.url, headers=quick.auth, timeout=CLIENT_TIMEOUT) as client:
+        await asyncio.sleep(0.5)  # every upload has started
+        deadline = time.monotonic() + SLOW_UPLOAD - 1.5
+        n = 0
+        while time.monotonic() < deadline:
+            outcomes.append(await timed(client, quick, "POST", "/messages",
+                                        message=text_message(recipient.id, f"quick {n}")))
+            outcomes.append(await timed(client, quick, "GET", "/messages",
+                                        params={"recipient": quick.id}))
+            n += 1
+        others_done = time.monotonic()
+        check = await client.get("/check")
+    results = await asyncio.gather(*uploads)
+
+    assert [o.status for o in outcomes] == [201, 200] * n, [o for o in outcomes if o.status not in (200, 201)]
+    max_latency = max(o.latency for o in outcomes)
+    assert max_latency <= FAIL_FAST_BOUND, max_latency
+    assert check.text == "ok"
+    # The uploads were all still running while the other client was served, and then succeeded.
+    assert all(status == 201 for status, _ in results), results
+    assert min(end for _, end in results) > others_done
+    connection = await asyncpg.connect(dsn)
+    try:
+        stored = await connection.fetchval("SELECT count(*) FROM messages WHERE sender_id = $1", slow.id)
+    finally:
+        await connection.close()
+    assert stored == SLOW_CLIENTS
+    report("slow uploads", {"slow_clients": SLOW_CLIENTS, "pool_max": 2, "other_requests": len(outcomes),
+                            "other_max_latency_s": f"{max_latency:.3f}"})

@@ -12,29 +12,30 @@ from typing import Any
 class ConfigError(Exception):
     """A setting has a value chatsvc cannot use; the message names it and what it accepts."""
 
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+
+def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], Any]:
+    """A parser for an integer or number between `low` and `high`, inclusive."""
+    accepts = f"an integer from {low} to {high}" if kind is int else f"a number from {low:g} to {high:g}"
+
+    def parse(raw: str) -> Any:
         try:
-            value = int(raw.strip())
+            value = kind(raw.strip())
         except ValueError:
-            raise ValueError(f"an integer from {low} to {high}") from None
+            raise ValueError(accepts) from None
         if not low <= value <= high:
-            raise ValueError(f"an integer from {low} to {high}")
+            raise ValueError(accepts)
         return value
 
     return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    return _bounded(int, low, high)
+
 
 def _number(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"a number from {low:g} to {high:g}") from None
-        if not low <= value <= high:
-            raise ValueError(f"a number from {low:g} to {high:g}")
-        return value
+    return _bounded(float, low, high)
 
-    return parse
 
 def _boolean(raw: str) -> bool:
     value = raw.strip().lower()
@@ -43,6 +44,7 @@ def _boolean(raw: str) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError("true or false (also 1/0, yes/no, on/off)")
+
 
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
@@ -53,8 +55,10 @@ def _choice(*options: str) -> Callable[[str], str]:
 
     return parse
 
+
 def _text(raw: str) -> str:
     return raw.strip()
+
 
 def _database_url(raw: str) -> str:
     value = raw.strip()
@@ -62,11 +66,13 @@ def _database_url(raw: str) -> str:
         raise ValueError("a postgresql:// URL")
     return value
 
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(part.strip() for part in raw.split(",") if part.strip())
     if not origins:
         raise ValueError("a comma-separated list of origins, or *")
     return origins
+
 
 def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     networks = []
@@ -80,9 +86,11 @@ def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
             raise ValueError("a comma-separated list of IP addresses or CIDR networks") from None
     return tuple(networks)
 
+
 def _setting(env: str, default: str, parse: Callable[[str], Any], meaning: str) -> Any:
     return dataclasses.field(metadata={"env": env, "default": default, "parse": parse,
                                        "meaning": meaning})
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
@@ -208,6 +216,7 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (tests, benchmarks)."""
         return dataclasses.replace(self, **changes)
+
 
 def describe() -> list[tuple[str, str, str]]:
     """(name, default, meaning) for every setting, in declaration order, for the README."""

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
-
 from chatsvc import metrics
-from chatsvc.db import UNAVAILABLE_ERRORS
+from chatsvc.db import UNAVAILABLE_ERRORS, BoundedPool
 
 log = logging.getLogger("chatsvc.health")
 
@@ -49,7 +47,7 @@ class Health:
             return "database"
         return None
 
-    async def check_database(self, pool: asyncpg.Pool, timeout: float) -> None:
+    async def check_database(self, pool: BoundedPool, timeout: float) -> None:
         """One probe of the database, recording the result and logging each change."""
         try:
             async with pool.acquire(timeout=timeout) as connection:
@@ -63,7 +61,7 @@ class Health:
             log.info("database reachable")
         self.database_ok = ok
 
-    async def watch_database(self, pool: asyncpg.Pool, interval: float, timeout: float) -> None:
+    async def watch_database(self, pool: BoundedPool, interval: float, timeout: float) -> None:
         """Probe the database every `interval` seconds until cancelled."""
         while True:
             await self.check_database(pool, min(timeout, interval))

@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from chatsvc.db import BoundedPool
+
 # A session is valid while neither its absolute nor its idle expiry has passed.
 # The idle clock is written only when it is older than the touch interval, so
 # a busy client does not turn every read into a write. $1 token hash, $2 idle
@@ -135,35 +137,35 @@ class IdempotentOriginal:
 
 
 async def user_for_token(
-    db: asyncpg.Pool, token_hash: bytes, idle_timeout: float, touch_interval: float
+    db: BoundedPool, token_hash: bytes, idle_timeout: float, touch_interval: float
 ) -> int | None:
     """The id of the user holding a valid session, refreshing its idle clock now and then."""
     return await db.fetchval(AUTHENTICATE, token_hash, idle_timeout, touch_interval)
 
 
-async def create_user(db: asyncpg.Pool, username: str, key: str, password_hash: str) -> int | None:
+async def create_user(db: BoundedPool, username: str, key: str, password_hash: str) -> int | None:
     """The new user's id, or None when the name is taken."""
     return await db.fetchval(CREATE_USER, username, key, password_hash)
 
 
-async def user_for_login(db: asyncpg.Pool, key: str) -> asyncpg.Record | None:
+async def user_for_login(db: BoundedPool, key: str) -> asyncpg.Record | None:
     return await db.fetchrow(USER_FOR_LOGIN, key)
 
 
-async def replace_password_hash(db: asyncpg.Pool, user_id: int, old: str, new: str) -> None:
+async def replace_password_hash(db: BoundedPool, user_id: int, old: str, new: str) -> None:
     await db.execute(REPLACE_PASSWORD_HASH, user_id, old, new)
 
 
-async def create_session(db: asyncpg.Pool, token_hash: bytes, user_id: int, lifetime: float) -> None:
+async def create_session(db: BoundedPool, token_hash: bytes, user_id: int, lifetime: float) -> None:
     await db.execute(CREATE_SESSION, token_hash, user_id, lifetime)
 
 
-async def revoke_session(db: asyncpg.Pool, token_hash: bytes) -> None:
+async def revoke_session(db: BoundedPool, token_hash: bytes) -> None:
     await db.execute(REVOKE_SESSION, token_hash)
 
 
 async def send_message(
-    db: asyncpg.Pool, token_hash: bytes, idle_timeout: float, touch_interval: float,
+    db: BoundedPool, token_hash: bytes, idle_timeout: float, touch_interval: float,
     recipient: int, content: str, idempotency_key: str | None, sender: int | None,
 ) -> Sent | None:
     """Authenticate and store in one statement; None when the token is not valid."""
@@ -173,14 +175,14 @@ async def send_message(
 
 
 async def message_by_idempotency_key(
-    db: asyncpg.Pool, sender: int, idempotency_key: str
+    db: BoundedPool, sender: int, idempotency_key: str
 ) -> IdempotentOriginal | None:
     row = await db.fetchrow(MESSAGE_BY_IDEMPOTENCY_KEY, sender, idempotency_key)
     return None if row is None else IdempotentOriginal(*row)
 
 
 async def list_messages(
-    db: asyncpg.Pool, token_hash: bytes, idle_timeout: float, touch_interval: float,
+    db: BoundedPool, token_hash: bytes, idle_timeout: float, touch_interval: float,
     recipient: int, start: int, limit: int,
 ) -> tuple[int, list[asyncpg.Record]] | None:
     """Authenticate and read a page in one statement: (caller, rows), or None for a bad token."""
@@ -191,7 +193,7 @@ async def list_messages(
 
 
 async def messages_for_stream(
-    db: asyncpg.Pool, user: int, after: int, upto: int, limit: int
+    db: BoundedPool, user: int, after: int, upto: int, limit: int
 ) -> list[asyncpg.Record]:
     """Up to `limit` messages `user` received or sent with `after` < id <= `upto`, by id."""
     return await db.fetch(STREAM_PAGE, user, after, upto, limit)

@@ -7,10 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import asyncpg
-
 from chatsvc.config import Settings
-from chatsvc.db import create_pool
+from chatsvc.db import BoundedPool, create_pool
 from chatsvc.fanout import Fanout
 from chatsvc.health import Health
 from chatsvc.passwords import Passwords
@@ -19,7 +17,7 @@ from chatsvc.passwords import Passwords
 @dataclass(slots=True)
 class Resources:
     settings: Settings
-    pool: asyncpg.Pool
+    pool: BoundedPool
     passwords: Passwords
     health: Health
     fanout: Fanout

@@ -17,7 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from chatsvc import metrics, queries
 from chatsvc.api.common import authenticate, token_hash
 from chatsvc.config import Settings
-from chatsvc.db import UNAVAILABLE_ERRORS
+from chatsvc.db import UNAVAILABLE_ERRORS, BoundedPool
 from chatsvc.errors import invalid_request, unavailable
 from chatsvc.fanout import Fanout, Subscription
 from chatsvc.health import Health
@@ -112,7 +112,7 @@ class EventStream:
     so the client's last complete event is always a correct resume point.
     """
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, health: Health, fanout: Fanout,
+    def __init__(self, settings: Settings, pool: BoundedPool, health: Health, fanout: Fanout,
                  subscription: Subscription, since: int, digest: bytes) -> None:
         self._settings = settings
         self._pool = pool

@@ -89,17 +89,19 @@ async def test_each_listing_branch_is_one_index_range_scan_in_id_order(big: asyn
                    for node in nodes)
 
 
-async def list_all(pool: asyncpg.Pool, token_hash: bytes, recipient: int, limit: int) -> list[asyncpg.Record]:
+async def list_all(pool: asyncpg.Pool, token_hash: bytes, recipient: int, limit: int) -> list[dict]:
     """Every message the holder of `token_hash` may read in `recipient`'s inbox, page by page."""
     seen, start = [], 0
     while True:
-        result = await queries.list_messages(pool, token_hash, IDLE, TOUCH, recipient, start, limit + 1)
-        assert result is not None
-        rows = result[1]
-        seen.extend(rows[:limit])
-        if len(rows) <= limit:
+        page = await queries.list_messages(pool, token_hash, IDLE, TOUCH, recipient, start, limit)
+        assert page is not None
+        messages = json.loads(page.messages)
+        assert len(messages) <= limit
+        seen.extend(messages)
+        if page.next_start is None:
             return seen
-        start = rows[limit]["id"]
+        assert page.next_start > messages[-1]["id"]
+        start = page.next_start
 
 
 async def test_walking_the_pages_returns_each_message_once_in_order(big: asyncpg.Pool) -> None:
@@ -107,7 +109,7 @@ async def test_walking_the_pages_returns_each_message_once_in_order(big: asyncpg
         "SELECT id FROM messages WHERE recipient_id = 17 ORDER BY id")]
     assert len(expected) > 300
     seen = await list_all(big, await session_for(big, 17), 17, 100)
-    assert [row["id"] for row in seen] == expected
+    assert [message["id"] for message in seen] == expected
 
 
 async def test_someone_else_sees_only_what_they_sent(big: asyncpg.Pool) -> None:
@@ -115,8 +117,8 @@ async def test_someone_else_sees_only_what_they_sent(big: asyncpg.Pool) -> None:
         "SELECT id FROM messages WHERE recipient_id = 17 AND sender_id = 42 ORDER BY id")
     assert len(truth) > 1000
     seen = await list_all(big, await session_for(big, 42), 17, 1000)
-    assert [row["id"] for row in seen] == [row["id"] for row in truth]
-    assert all(row["sender_id"] == 42 for row in seen)
+    assert [message["id"] for message in seen] == [row["id"] for row in truth]
+    assert all(message["sender"] == 42 and message["recipient"] == 17 for message in seen)
 
 
 async def test_a_token_that_is_not_valid_reads_nothing(big: asyncpg.Pool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
@@ -27,6 +26,17 @@ WITH caller AS (
       AND EXISTS (SELECT FROM caller)
 )"""
 
+# A message exactly as the API shows it, built beside the rows: the stored content goes out as it
+# was stored, and no message is decoded and re-encoded in Python. Timestamps are RFC 3339 in UTC
+# with microseconds; the 201 of a send and every later listing or event format the same instant
+# with the same expression, so they are the same string.
+_TIMESTAMP = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_MESSAGE_JSON = (
+    """'{"id":' || id || ',"timestamp":"' || """ + _TIMESTAMP
+    + """ || '","sender":' || sender_id || ',"recipient":' || recipient_id"""
+    + """ || ',"content":' || content || '}'"""
+)
+
 AUTHENTICATE = _CALLER + """
 SELECT user_id FROM caller
 """
@@ -38,26 +48,32 @@ SEND_MESSAGE = _CALLER + """, sent AS (
     SELECT user_id, $4, $5, $6 FROM caller
     WHERE $7::bigint IS NULL OR $7 = user_id
     ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, created_at
+    RETURNING id, """ + _TIMESTAMP + """ AS timestamp
 )
-SELECT caller.user_id AS caller, sent.id, sent.created_at FROM caller LEFT JOIN sent ON true
+SELECT caller.user_id AS caller, sent.id, sent.timestamp FROM caller LEFT JOIN sent ON true
 """
 
-# No row: the token is not valid. Otherwise one row per message of the page
-# (caller first), or a single row of NULLs after the caller when the page is
-# empty. Only one branch runs: the reader's whole inbox, or what the caller
-# sent to `recipient` -- each a range scan of its own index.
+# No row: the token is not valid. Otherwise one row: the caller, the page as a JSON array, and
+# the id of the first message past it (fetched, not shown) or NULL. Only one branch runs: the
+# reader's whole inbox, or what the caller sent to `recipient`, each a range scan of its own index.
+# $6 is the page size.
 LIST_MESSAGES = _CALLER + """
-SELECT caller.user_id AS caller, page.* FROM caller LEFT JOIN LATERAL (
-    (SELECT id, created_at, sender_id, recipient_id, content FROM messages
-     WHERE caller.user_id = $4 AND recipient_id = $4 AND id >= $5
-     ORDER BY id LIMIT $6)
-    UNION ALL
-    (SELECT id, created_at, sender_id, recipient_id, content FROM messages
-     WHERE caller.user_id <> $4 AND recipient_id = $4 AND sender_id = caller.user_id AND id >= $5
-     ORDER BY id LIMIT $6)
+SELECT caller.user_id AS caller,
+       coalesce('[' || string_agg(page.json, ',' ORDER BY page.id) FILTER (WHERE page.n <= $6) || ']',
+                '[]') AS messages,
+       min(page.id) FILTER (WHERE page.n > $6) AS next_start
+FROM caller LEFT JOIN LATERAL (
+    SELECT id, json, row_number() OVER (ORDER BY id) AS n FROM (
+        (SELECT id, """ + _MESSAGE_JSON + """ AS json FROM messages
+         WHERE caller.user_id = $4 AND recipient_id = $4 AND id >= $5
+         ORDER BY id LIMIT $6 + 1)
+        UNION ALL
+        (SELECT id, """ + _MESSAGE_JSON + """ AS json FROM messages
+         WHERE caller.user_id <> $4 AND recipient_id = $4 AND sender_id = caller.user_id AND id >= $5
+         ORDER BY id LIMIT $6 + 1)
+    ) AS readable
 ) AS page ON true
-ORDER BY page.id
+GROUP BY caller.user_id
 """
 
 CREATE_USER = """
@@ -79,7 +95,7 @@ VALUES ($1, $2, now() + make_interval(secs => $3))
 REVOKE_SESSION = "DELETE FROM sessions WHERE token_hash = $1"
 
 MESSAGE_BY_IDEMPOTENCY_KEY = """
-SELECT id, created_at, recipient_id, content FROM messages
+SELECT id, """ + _TIMESTAMP + """ AS timestamp, recipient_id, content FROM messages
 WHERE sender_id = $1 AND idempotency_key = $2
 """
 
@@ -90,12 +106,12 @@ MESSAGES_CHANNEL = "chatsvc_messages"
 # (messages_recipient_id, messages_sender_id) merged by id. The `OR` form would read the user's
 # whole history into a bitmap for every page.
 STREAM_PAGE = """
-SELECT id, created_at, sender_id, recipient_id, content FROM (
-    (SELECT id, created_at, sender_id, recipient_id, content FROM messages
+SELECT id, json FROM (
+    (SELECT id, """ + _MESSAGE_JSON + """ AS json FROM messages
      WHERE recipient_id = $1 AND id > $2 AND id <= $3
      ORDER BY id LIMIT $4)
     UNION ALL
-    (SELECT id, created_at, sender_id, recipient_id, content FROM messages
+    (SELECT id, """ + _MESSAGE_JSON + """ AS json FROM messages
      WHERE sender_id = $1 AND recipient_id <> $1 AND id > $2 AND id <= $3
      ORDER BY id LIMIT $4)
 ) AS readable
@@ -125,13 +141,13 @@ class Sent:
 
     caller: int
     id: int | None
-    created_at: datetime | None
+    timestamp: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class IdempotentOriginal:
     id: int
-    created_at: datetime
+    timestamp: str
     recipient_id: int
     content: str
 
@@ -181,15 +197,22 @@ async def message_by_idempotency_key(
     return None if row is None else IdempotentOriginal(*row)
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A listing page: `messages` is the JSON array, ready to send."""
+
+    caller: int
+    messages: str
+    next_start: int | None
+
+
 async def list_messages(
     db: BoundedPool, token_hash: bytes, idle_timeout: float, touch_interval: float,
     recipient: int, start: int, limit: int,
-) -> tuple[int, list[asyncpg.Record]] | None:
-    """Authenticate and read a page in one statement: (caller, rows), or None for a bad token."""
-    rows = await db.fetch(LIST_MESSAGES, token_hash, idle_timeout, touch_interval, recipient, start, limit)
-    if not rows:
-        return None
-    return rows[0]["caller"], [] if rows[0]["id"] is None else rows
+) -> Page | None:
+    """Authenticate and read a page in one statement; None for a token that is not valid."""
+    row = await db.fetchrow(LIST_MESSAGES, token_hash, idle_timeout, touch_interval, recipient, start, limit)
+    return None if row is None else Page(*row)
 
 
 async def messages_for_stream(

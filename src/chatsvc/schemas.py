@@ -53,7 +53,8 @@ Url = Annotated[str, Meta(
     description=f"1 to {URL_MAX_CHARS} characters, no whitespace or control characters; "
                 "a scheme, when present, is http or https.",
     extra_json_schema={"minLength": 1, "maxLength": URL_MAX_CHARS, "pattern": URL_PATTERN})]
-# Encoded only, always from a `timestamptz`: RFC 3339 in UTC, with a `Z`.
+# RFC 3339 in UTC with a `Z`. Typed for the API description; the value sent is the text the
+# database formats (queries._TIMESTAMP), so a 201 and every later listing show the same string.
 Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={"pattern": "Z$"})]
 
 
@@ -178,7 +179,7 @@ class MessageCreated(Struct):
 
 
 class StoredMessage(Struct):
-    """One message of a listing; `content` is the stored JSON, passed through untouched."""
+    """One message of a listing or an event, as the database writes it (queries._MESSAGE_JSON)."""
 
     id: int
     timestamp: Timestamp
@@ -188,6 +189,7 @@ class StoredMessage(Struct):
 
 
 class MessagePage(Struct):
+    # Described as a list of messages; sent as the JSON array the database built (msgspec.Raw).
     messages: list[StoredMessage]
     next_start: int | None
 

@@ -8,7 +8,6 @@ import re
 from typing import Annotated
 
 import asyncpg
-import msgspec
 from msgspec import Meta, Struct
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +21,7 @@ from chatsvc.errors import invalid_request, unavailable
 from chatsvc.fanout import Fanout, Subscription
 from chatsvc.health import Health
 from chatsvc.openapi import Header, Operation, Reply, documented
-from chatsvc.schemas import MAX_ID, StoredMessage, encoder
+from chatsvc.schemas import MAX_ID
 
 log = logging.getLogger("chatsvc.stream")
 
@@ -253,8 +252,7 @@ class EventStream:
 
 def _event(row: asyncpg.Record) -> bytes:
     """One `message` event; the data is the message exactly as a listing shows it."""
-    data = encoder.encode(StoredMessage(row["id"], row["created_at"], row["sender_id"],
-                                        row["recipient_id"], msgspec.Raw(row["content"])))
+    data = row["json"].encode()
     if b"\n" in data or b"\r" in data:
         # Stored JSON from elsewhere may hold line breaks between tokens; each line is one data line.
         data = b"\ndata: ".join(data.splitlines())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
 from starlette.responses import Response
@@ -184,7 +185,7 @@ class RateLimit:
         return ("addr", address)
 
 
-def client_address(scope: Scope, trusted_proxies: Sequence[Network]) -> str:
+def client_address(scope: Scope, trusted_proxies: tuple[Network, ...]) -> str:
     """The peer's address, or the one `X-Forwarded-For` names when the peer is a trusted proxy."""
     peer = scope["client"][0] if scope.get("client") else ""
     if not trusted_proxies or not _is_trusted(_parse_ip(peer), trusted_proxies):
@@ -225,6 +226,9 @@ def _too_many_requests(table: BucketTable, decision: Decision) -> Response:
                                    f"too many requests; retry in {decision.retry_after} s", headers))
 
 
+# Parsing an address costs more than the rest of the limiter; the same few proxies and clients
+# come back again and again, so recent answers are kept (a bounded cache, like the bucket table).
+@functools.lru_cache(maxsize=4096)
 def _parse_ip(text: str) -> IPAddress | None:
     try:
         ip = ipaddress.ip_address(text)
@@ -236,5 +240,6 @@ def _parse_ip(text: str) -> IPAddress | None:
     return ip
 
 
-def _is_trusted(ip: IPAddress | None, trusted_proxies: Sequence[Network]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _is_trusted(ip: IPAddress | None, trusted_proxies: tuple[Network, ...]) -> bool:
     return ip is not None and any(ip in network for network in trusted_proxies)

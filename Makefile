@@ -11,6 +11,9 @@ export CHATSVC_PORT ?= 8080
 export CHATSVC_ADMIN_PORT ?= 8081
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= chatsvc:$(VERSION)
+FANOUT_ARGS ?= --streams 100 --messages 2000 --concurrency 1,8
+# Everything ruff checks: the package, the tests and the Python scripts in bin/.
+LINTED := src tests bin/update-readme bin/bench bin/bench-fanout
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-rollout fuzz lint readme image migrate psql clean bench bench-scale
@@ -30,7 +33,7 @@ run: $(STAMP) ## Serve on :8080 (admin :8081), with a private PostgreSQL unless 
 	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(SHELL) -c '$(BIN)/chatsvc migrate && exec $(BIN)/chatsvc serve'
 
 test: $(STAMP) ## Run the whole suite: unit, PostgreSQL, live server and end-to-end scripts
-	$(BIN)/ruff check src tests bin/update-readme
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/pytest
 
 test-rollout: $(STAMP) ## Replace 2 replicas behind HAProxy twice under load; expect 0 failed requests
@@ -44,15 +47,18 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed ## Load-test the routes vs pgbench and uvicorn (about 15 min); writes BENCHMARKS.md
+bench: $(VENV)/.bench-installed ## Load-test the routes vs pgbench and uvicorn, and stream fan-out (about 15 min); writes BENCHMARKS.md
 	$(BIN)/python bin/bench
+	{ echo; echo '## Fan-out: GET /messages/stream across processes'; echo; \
+	  echo 'From the 201 of a POST on one process to the event on a stream held by another, written by'; \
+	  echo '`bin/bench-fanout $(FANOUT_ARGS)` (see its docstring for the method).'; \
+	  echo; echo '```'; $(BIN)/python bin/bench-fanout $(FANOUT_ARGS); echo '```'; } >> BENCHMARKS.md
 
 bench-scale: $(VENV)/.bench-installed ## GET /messages with 10 thousand vs 10 million messages (about 15 min)
 	$(BIN)/python bin/bench --scale
 
 lint: $(STAMP) ## Check style with ruff
-	$(BIN)/ruff check src tests bin/update-readme
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check $(LINTED)
 
 readme: $(STAMP) ## Regenerate README.md's routes, settings, targets and script from the code
 	$(BIN)/python bin/update-readme
@@ -71,6 +77,7 @@ psql: $(STAMP) ## Open psql on DATABASE_URL, else on the private PostgreSQL
 	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(SHELL) -c 'exec psql "$$DATABASE_URL"'
 
 clean: ## Remove .venv, the private PostgreSQL's data and caches
-	-[ -x $(BIN)/chatsvc ] && $(BIN)/chatsvc devdb --root $(DEVDB) stop 2>/dev/null; true
+	-for root in $(DEVDB) .data/test .data/bench; do \
+	  [ -x $(BIN)/chatsvc ] && $(BIN)/chatsvc devdb --root $$root stop 2>/dev/null; done; true
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

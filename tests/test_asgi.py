@@ -14,8 +14,9 @@ async def test_serves_check_once_its_lifespan_has_started(database_url: str) -> 
     app = LifespanApp({**TEST_SETTINGS, "DATABASE_URL": database_url})
     to_app: asyncio.Queue[dict] = asyncio.Queue()
     from_app: asyncio.Queue[dict] = asyncio.Queue()
-    lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}},
-                                       to_app.get, from_app.put))
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, to_app.get, from_app.put)
+    )
     await to_app.put({"type": "lifespan.startup"})
     assert (await from_app.get())["type"] == "lifespan.startup.complete"
 

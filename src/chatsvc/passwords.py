@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +20,10 @@ from chatsvc.config import Settings
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 # bcrypt only ever looked at the first 72 bytes; the original's hashes were made that way.
 BCRYPT_MAX_BYTES = 72
+# The hash threads run at the lowest CPU priority: when the CPU is short, the event loop (and so
+# every other request) comes first and logins wait for what is left, instead of a login storm
+# slowing every request down (measured in BENCHMARKS.md, "Login storm").
+HASH_THREAD_NICE_INCREMENT = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +45,8 @@ class Passwords:
             type=argon2.Type.ID,
         )
         self._executor = ThreadPoolExecutor(
-            max_workers=settings.hash_threads, thread_name_prefix="password-hash")
+            max_workers=settings.hash_threads, thread_name_prefix="password-hash", initializer=_yield_the_cpu
+        )
         # Verified when the username is unknown, so that costs what a wrong password costs.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
@@ -87,3 +95,10 @@ class Passwords:
             return bcrypt.checkpw(password.encode()[:BCRYPT_MAX_BYTES], stored_hash.encode())
         except ValueError:
             return False
+
+
+def _yield_the_cpu() -> None:
+    """Lower the priority of the calling hash thread only (on Linux a thread has its own nice value)."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.nice(HASH_THREAD_NICE_INCREMENT)

@@ -81,6 +81,15 @@ async def test_a_wrong_method_is_405_with_an_allow_header(
     assert method not in allow
 
 
+# Every route that reads a request body, and whether it needs a token.
+every_route_that_reads_a_body = pytest.mark.parametrize(("method", "path", "authenticated"), [
+    ("POST", "/users", False),
+    ("POST", "/login", False),
+    ("POST", "/messages", True),
+    ("GET", "/messages", True),
+])
+
+
 @pytest.mark.parametrize("body", [
     pytest.param(b"{not json", id="garbage"),
     pytest.param(b'{"username": "a", "password": ', id="truncated"),
@@ -88,12 +97,7 @@ async def test_a_wrong_method_is_405_with_an_allow_header(
     pytest.param(b'{"a": 1,}', id="trailing-comma"),
     pytest.param(b'{"a": NaN}', id="nan"),
 ])
-@pytest.mark.parametrize(("method", "path", "authenticated"), [
-    ("POST", "/users", False),
-    ("POST", "/login", False),
-    ("POST", "/messages", True),
-    ("GET", "/messages", True),
-])
+@every_route_that_reads_a_body
 async def test_a_body_that_is_not_json_is_400_invalid_json(
     client: httpx.AsyncClient, alice: User, body: bytes, method: str, path: str,
     authenticated: bool
@@ -260,12 +264,7 @@ async def chunked(body: bytes, chunk_size: int = 4096) -> AsyncIterator[bytes]:
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
-@pytest.mark.parametrize(("method", "path", "authenticated"), [
-    ("POST", "/users", False),
-    ("POST", "/login", False),
-    ("POST", "/messages", True),
-    ("GET", "/messages", True),
-])
+@every_route_that_reads_a_body
 async def test_a_body_over_the_limit_is_413_and_closes_the_connection(
     client: httpx.AsyncClient, settings: Settings, alice: User, streamed: bool, method: str,
     path: str, authenticated: bool

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
 from chatsvc.debug import ROUTES
-from chatsvc.exceptions import EXCEPTION_HANDLERS
 
 
 @pytest.fixture

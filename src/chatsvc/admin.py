@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from chatsvc import debug, metrics
 from chatsvc.api.common import json_response
-from chatsvc.exceptions import EXCEPTION_HANDLERS
+from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
 from chatsvc.health import Health
 from chatsvc.middleware import InternalErrors, RequestId, TrailingSlash
 

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from chatsvc import metrics, openapi
 from chatsvc.api import health, messages, sessions, stream, users
-from chatsvc.exceptions import EXCEPTION_HANDLERS
+from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
 from chatsvc.middleware import DrainUnreadBody, HeaderLimits, InternalErrors, RequestId, TrailingSlash
 from chatsvc.observe import Observe
 from chatsvc.ratelimit import KnownTokens, RateLimit

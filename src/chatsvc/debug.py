@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from chatsvc.errors import ApiError, invalid_request
+from chatsvc.errors import ApiError, ErrorCode, invalid_request
 
 PROFILE_DEFAULT_SECONDS = 5.0
 PROFILE_MAX_SECONDS = 60.0
@@ -52,13 +52,14 @@ async def profile(request: Request) -> Response:
     """Profile the event loop thread for `seconds` and list its hottest functions."""
     seconds = profile_seconds(request.query_params.get("seconds"))
     if _profiling.locked():
-        raise ApiError(409, "conflict", "a profile is already running; retry when it has finished")
+        raise ApiError(ErrorCode.CONFLICT, "a profile is already running; retry when it has finished")
     async with _profiling:
         profiler = cProfile.Profile()
         try:
             profiler.enable()
         except ValueError:  # Python 3.12+: another profiler (not ours) holds the thread.
-            raise ApiError(409, "conflict", "another profiler is active on the event loop thread") from None
+            raise ApiError(ErrorCode.CONFLICT,
+                           "another profiler is active on the event loop thread") from None
         try:
             # The handler runs on the loop thread, so the profiler sees all the loop runs meanwhile.
             stayed = await _sleep_while_connected(request, seconds)

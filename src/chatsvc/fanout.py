@@ -27,7 +27,6 @@ import asyncpg
 from chatsvc import metrics, queries
 from chatsvc.config import Settings
 from chatsvc.db import UNAVAILABLE_ERRORS
-from chatsvc.errors import ApiError
 
 log = logging.getLogger("chatsvc.fanout")
 
@@ -116,6 +115,10 @@ class Horizon:
         return moved, any(candidate.wake_all for candidate in settled)
 
 
+class TooManyStreams(Exception):
+    """A cap on open streams is reached (per user, per process); the message says which."""
+
+
 class Subscription:
     """One open stream's registration: `wake` is set whenever it should read the database."""
 
@@ -171,14 +174,14 @@ class Fanout:
             self._task = None
 
     def subscribe(self, user_id: int) -> Subscription:
-        """Register a stream of `user_id`'s messages; 429 past either cap."""
+        """Register a stream of `user_id`'s messages; TooManyStreams past either cap."""
         settings = self.settings
         if self._count >= settings.stream_max_per_process:
-            raise _too_many(f"this server holds its maximum of {settings.stream_max_per_process} "
+            raise TooManyStreams(f"this server holds its maximum of {settings.stream_max_per_process} "
                             "streams; retry, perhaps on another replica")
         streams = self._streams.setdefault(user_id, set())
         if len(streams) >= settings.stream_max_per_user:
-            raise _too_many(f"at most {settings.stream_max_per_user} streams per user are open at once; "
+            raise TooManyStreams(f"at most {settings.stream_max_per_user} streams per user are open at once; "
                             "close one first")
         subscription = Subscription(self, user_id)
         streams.add(subscription)
@@ -305,7 +308,3 @@ class Fanout:
                 self._wake(sender, recipient)
         if everyone:
             self._wake_everyone()
-
-
-def _too_many(message: str) -> ApiError:
-    return ApiError(429, "rate_limited", message, {"Retry-After": "1"})

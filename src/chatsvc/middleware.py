@@ -9,7 +9,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatsvc.errors import ApiError, error_response
+from chatsvc.errors import ApiError, ErrorCode, error_response
 
 log = logging.getLogger("chatsvc.errors")
 
@@ -65,7 +65,7 @@ class InternalErrors:
             log.exception("unhandled error", extra={"request_id": scope["state"].get("request_id")})
             if response_started:
                 raise  # too late for an envelope: the server drops the connection
-            await error_response(ApiError(500, "internal", "internal server error"))(scope, receive, send)
+            await error_response(ApiError(ErrorCode.INTERNAL, "internal server error"))(scope, receive, send)
 
 
 class HeaderLimits:
@@ -89,7 +89,7 @@ class HeaderLimits:
             elif _head_bytes(scope) > self.max_header_bytes:
                 error = f"the request line and headers exceed {self.max_header_bytes} bytes"
             if error is not None:
-                await error_response(ApiError(431, "headers_too_large", error))(scope, receive, send)
+                await error_response(ApiError(ErrorCode.HEADERS_TOO_LARGE, error))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

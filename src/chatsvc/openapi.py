@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 import chatsvc
 from chatsvc.config import Settings
+from chatsvc.errors import codes_for
 from chatsvc.schemas import Content, ErrorBody
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,21 +35,6 @@ _ENDPOINT_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Components whatever the routes: the error envelope, and the content union the listing refers to.
 ALWAYS_DOCUMENTED: tuple[Any, ...] = (ErrorBody, Content)
 
-# The `error.code` each status carries (errors.py, exceptions.py, the middleware).
-ERROR_CODES: Mapping[int, tuple[str, ...]] = {
-    400: ("invalid_json", "invalid_request"),
-    401: ("unauthorized",),
-    403: ("forbidden",),
-    404: ("not_found",),
-    405: ("method_not_allowed",),
-    408: ("request_timeout",),
-    409: ("conflict",),
-    413: ("payload_too_large",),
-    429: ("rate_limited",),
-    431: ("headers_too_large",),
-    500: ("internal",),
-    503: ("unavailable",),
-}
 
 
 class UndocumentedRoute(Exception):
@@ -220,13 +206,13 @@ def _response(status: int, answer: Reply | str, schema_of: Mapping[Any, Any]) ->
     headers.update((name, {"$ref": f"#/components/headers/{name}"})
                    for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"))
     if isinstance(answer, str):
-        codes = ERROR_CODES[status]
+        codes = codes_for(status)
         if status == 401:
             headers["WWW-Authenticate"] = {"$ref": "#/components/headers/WWW-Authenticate"}
         if status in (429, 503):
             headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
         schema = {"allOf": [{"$ref": SCHEMA_REF.format(name="ErrorBody")}, {
-            "properties": {"error": {"properties": {"code": {"enum": list(codes)}}}}}]}
+            "properties": {"error": {"properties": {"code": {"enum": [code.value for code in codes]}}}}}]}
         return {"description": answer, "headers": headers,
                 "content": {"application/json": {"schema": schema}}}
     result: dict[str, Any] = {"description": answer.description, "headers": headers}

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsvc.config import Settings
-from chatsvc.errors import ApiError, error_response
+from chatsvc.errors import ApiError, ErrorCode, error_response
 from chatsvc.tokens import token_digest
 
 Clock = Callable[[], float]
@@ -222,7 +222,7 @@ def _budget_headers(table: BucketTable, decision: Decision) -> list[tuple[bytes,
 def _too_many_requests(table: BucketTable, decision: Decision) -> Response:
     headers = {name.decode(): value.decode() for name, value in _budget_headers(table, decision)}
     headers["Retry-After"] = str(decision.retry_after)
-    return error_response(ApiError(429, "rate_limited",
+    return error_response(ApiError(ErrorCode.RATE_LIMITED,
                                    f"too many requests; retry in {decision.retry_after} s", headers))
 
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatsvc import queries
-from chatsvc.errors import ApiError, invalid_request, unauthorized
+from chatsvc.errors import ApiError, ErrorCode, invalid_request, unauthorized
 from chatsvc.schemas import CONTENT_TYPES, encoder
 from chatsvc.tokens import token_digest
 
@@ -38,7 +38,7 @@ async def read_body(request: Request) -> bytes:
                     raise _too_large(limit)
                 chunks.append(chunk)
     except TimeoutError:
-        raise ApiError(408, "request_timeout",
+        raise ApiError(ErrorCode.REQUEST_TIMEOUT,
                        f"the request body did not arrive within {settings.read_timeout:g} s") from None
     return b"".join(chunks)
 
@@ -50,7 +50,7 @@ def decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
     except msgspec.ValidationError as error:
         raise invalid_request(describe_validation_error(error)) from None
     except (msgspec.DecodeError, RecursionError, UnicodeError, ValueError):
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+        raise ApiError(ErrorCode.INVALID_JSON, "the request body is not valid JSON") from None
 
 
 def convert(data: Any, kind: type[T]) -> T:
@@ -109,4 +109,4 @@ def identified(request: Request, digest: bytes, user_id: int | None) -> int:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
+    return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"the request body exceeds {limit} bytes")

@@ -23,7 +23,7 @@ from chatsvc.api.common import (
     read_body,
     token_hash,
 )
-from chatsvc.errors import ApiError, invalid_request
+from chatsvc.errors import ApiError, ErrorCode, invalid_request
 from chatsvc.openapi import Header, Operation, Reply, documented
 from chatsvc.schemas import (
     ListingQuery,
@@ -92,10 +92,10 @@ async def create_message(request: Request) -> Response:
             state.pool, digest, settings.session_idle_timeout, settings.session_touch_interval,
             message.recipient, content, idempotency_key, message.sender)
     except asyncpg.ForeignKeyViolationError:
-        raise ApiError(404, "not_found", "recipient: no such user") from None
+        raise ApiError(ErrorCode.NOT_FOUND, "recipient: no such user") from None
     caller = identified(request, digest, None if sent is None else sent.caller)
     if message.sender is not None and message.sender != caller:
-        raise ApiError(403, "forbidden", "sender: you can only send as yourself")
+        raise ApiError(ErrorCode.FORBIDDEN, "sender: you can only send as yourself")
     if sent.id is None:
         return await _replay(state.pool, caller, idempotency_key, message)
     metrics.MESSAGES_CREATED.labels(content_type=type(message.content).__struct_config__.tag).inc()
@@ -144,11 +144,11 @@ async def _replay(pool: Any, sender: int, key: str, message: NewMessage) -> Resp
     """The first answer again for a retry, or 409 when the key now names a different request."""
     original = await queries.message_by_idempotency_key(pool, sender, key)
     if original is None:
-        raise ApiError(409, "conflict", "Idempotency-Key: a request with this key is in progress")
+        raise ApiError(ErrorCode.CONFLICT, "Idempotency-Key: a request with this key is in progress")
     same = (original.recipient_id == message.recipient
             and content_decoder.decode(original.content) == message.content)
     if not same:
-        raise ApiError(409, "conflict",
+        raise ApiError(ErrorCode.CONFLICT,
                        "Idempotency-Key: already used for a different message")
     return json_response(MessageCreated(original.id, original.timestamp), status=201)
 

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from chatsvc import queries
 from chatsvc.api.common import decode, json_response, read_body
-from chatsvc.errors import ApiError
+from chatsvc.errors import ApiError, ErrorCode
 from chatsvc.openapi import Operation, Reply, documented
 from chatsvc.schemas import Credentials, UserCreated, credentials_decoder, username_key
 
@@ -27,5 +27,5 @@ async def create_user(request: Request) -> Response:
     user_id = await queries.create_user(
         state.pool, credentials.username, username_key(credentials.username), password_hash)
     if user_id is None:
-        raise ApiError(409, "conflict", "username: this name is taken")
+        raise ApiError(ErrorCode.CONFLICT, "username: this name is taken")
     return json_response(UserCreated(user_id), status=201)

@@ -33,7 +33,8 @@ def server_dsn() -> Iterator[str]:
         return
     from chatsvc.devdb import PrivateCluster
 
-    cluster = PrivateCluster(PROJECT_ROOT / ".data" / "test")
+    # Not durable: a throwaway cluster, faster without fsync (make run's is durable).
+    cluster = PrivateCluster(PROJECT_ROOT / ".data" / "test", durable=False)
     if running := cluster.url():
         # Another run of the suite holds it: share it (each run makes its own databases).
         yield running

@@ -1,13 +1,39 @@
-"""The private throwaway cluster: start, reuse, restart after a killed run, exec, long paths."""
+"""The private cluster: start, reuse, restart after a killed run, exec, long paths, durability,
+permissions, and `make run` stopped by a signal to its process group."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import shutil
+import signal
+import stat
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
+import httpx
+import pytest
+
 from chatsvc.devdb import PrivateCluster, exec_with_database
+from chatsvc.migrate import migrate
+from tests.support import PROJECT_ROOT, ServerProcess, free_port, sign_up_and_log_in
+
+
+@pytest.fixture(autouse=True)
+def remove_clusters_kept_outside(tmp_path: Path) -> Iterator[None]:
+    """As root, a cluster whose user cannot reach tmp_path lives elsewhere: remove it too."""
+    yield
+    for root in (tmp_path, *tmp_path.iterdir()):
+        if root.is_dir():
+            home = PrivateCluster(root).home
+            if home != root.resolve():
+                PrivateCluster(root).stop()
+                shutil.rmtree(home, ignore_errors=True)
 
 
 def test_start_connect_stop_and_reuse(tmp_path: Path) -> None:
@@ -85,3 +111,103 @@ def test_the_command_line_runs_a_command_with_the_private_database(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "42"
     assert not _postgres_running(tmp_path / "pg")
+
+
+def test_make_runs_cluster_is_durable_and_its_log_private(tmp_path: Path) -> None:
+    """A crash of the server (`-m immediate`) under a send loop loses no message answered 201."""
+    cluster = PrivateCluster(tmp_path / "dev")  # durable, as `make run` starts it
+    try:
+        dsn = cluster.start()
+        asyncio.run(migrate(dsn))
+        with ServerProcess(dsn, tmp_path / "serve.log", CHATSVC_RATE="0", CHATSVC_AUTH_RATE="0",
+                           CHATSVC_HEALTH_INTERVAL="0.2") as server:
+            acknowledged = asyncio.run(_send_through_a_crash(server, cluster))
+        assert acknowledged, "no message was answered 201"
+        stored = asyncio.run(_stored_ids(cluster.start(), acknowledged))
+        assert sorted(set(acknowledged) - stored) == [], "answered 201 but lost in the crash"
+        assert stat.S_IMODE(cluster.log.stat().st_mode) == 0o600
+    finally:
+        cluster.stop()
+
+
+async def _send_through_a_crash(server: ServerProcess, cluster: PrivateCluster) -> list[int]:
+    acknowledged: list[int] = []
+    crashed = asyncio.Event()
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        user = await sign_up_and_log_in(client)
+        body = {"recipient": user.id, "content": {"type": "text", "text": "keep me"}}
+
+        async def send_until_crashed() -> None:
+            while not crashed.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await client.post("/messages", json=body, headers=user.auth)
+                    if answer.status_code == 201:
+                        acknowledged.append(answer.json()["id"])
+
+        senders = [asyncio.create_task(send_until_crashed()) for _ in range(6)]
+        while len(acknowledged) < 300:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(cluster.stop, "immediate")
+        crashed.set()
+        await asyncio.gather(*senders)
+    return acknowledged
+
+
+async def _stored_ids(dsn: str, ids: list[int]) -> set[int]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch("SELECT id FROM messages WHERE id = ANY($1::bigint[])", ids)
+    finally:
+        await connection.close()
+    return {row["id"] for row in rows}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the cluster as another user")
+def test_as_root_no_directory_permissions_are_widened(tmp_path: Path) -> None:
+    parent = tmp_path / "private"
+    parent.mkdir(mode=0o700)
+    root = parent / "dev"
+    before = {path: path.stat().st_mode for path in (tmp_path, parent)}
+    with PrivateCluster(root) as cluster:
+        assert _select_one(cluster, cluster.dsn) == "1"
+        assert parent not in cluster.home.parents, "the cluster's user cannot reach it there"
+    assert {path: path.stat().st_mode for path in before} == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_make_run_drains_when_its_process_group_is_signalled(tmp_path: Path, signum: int) -> None:
+    """As a CI runner or a supervisor stops it: `kill -INT|-TERM -- -PGID`, with no terminal."""
+    port, admin_port = free_port(), free_port()
+    env = {name: value for name, value in os.environ.items() if name != "DATABASE_URL"}
+    env |= {"CHATSVC_PORT": str(port), "CHATSVC_ADMIN_PORT": str(admin_port),
+            "CHATSVC_HOST": "127.0.0.1", "CHATSVC_DRAIN_DELAY": "1", "CHATSVC_LOG_LEVEL": "info"}
+    log = tmp_path / "make-run.log"
+    with log.open("wb") as output:
+        make = subprocess.Popen(["make", "--no-print-directory", "run", f"DEVDB={tmp_path / 'dev'}"],
+                                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_until_ready(f"http://127.0.0.1:{port}", make, log)
+        os.killpg(make.pid, signum)
+        # Draining: readiness is 503 while requests are still served.
+        assert httpx.get(f"http://127.0.0.1:{port}/check", timeout=5).status_code == 503
+        make.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(make.pid, signal.SIGKILL)
+    text = log.read_text(errors="replace")
+    assert "second signal" not in text, text
+    assert text.count('"message":"draining"') == 1 and '"message":"stopped"' in text, text
+    assert not _postgres_running(PrivateCluster(tmp_path / "dev").data), "the cluster was left running"
+
+
+def _wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"make run exited {process.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/check", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"make run was not ready in {timeout} s:\n{log.read_text()}")

@@ -71,7 +71,7 @@ def cluster() -> Iterator[PrivateCluster]:
     where the server looks for it.
     """
     root = Path(tempfile.mkdtemp(prefix="chatsvc-outage-"))
-    private = PrivateCluster(root)
+    private = PrivateCluster(root, durable=False)  # throwaway: speed over crash safety
     try:
         private.start()
         assert private.dsn is not None and str(root / "run") in unquote(private.dsn), private.dsn

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import suppress
@@ -23,12 +24,21 @@ DATABASE = "chatsvc"
 SUPERUSER = "postgres"
 SERVICE_USER = "chatsvc-pg"
 SETTINGS = {
+    "max_connections": "200",
+    "shared_buffers": "128MB",
+    # The log keeps errors but not the text of each refused statement (it may hold user input).
+    "log_min_error_statement": "panic",
+}
+# Only for throwaway clusters (the test suite, the benchmark): a crash of the server loses the
+# last commits, which `make run`'s durable cluster must never do.
+NOT_DURABLE = {
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
-    "max_connections": "200",
-    "shared_buffers": "128MB",
 }
+# Where the cluster goes when we are root and its user cannot reach the requested root (a home
+# directory of mode 0700, say): a directory of its own, instead of widening the path's permissions.
+UNREACHABLE_ROOT_FALLBACK = Path("/var/tmp")  # noqa: S108 (kept across reboots, unlike /tmp)
 
 # sun_path holds 108 bytes, and the socket directory must leave room for "/.s.PGSQL.<port>".
 _SOCKET_DIR_MAX = 90
@@ -46,14 +56,27 @@ class DevDbError(RuntimeError):
 
 
 class PrivateCluster:
-    """A PostgreSQL cluster in root/pg that listens only on a Unix socket."""
+    """A PostgreSQL cluster in root/pg that listens only on a Unix socket.
 
-    def __init__(self, root: Path) -> None:
+    `durable=False` turns fsync, synchronous_commit and full_page_writes off, for clusters whose
+    data does not matter (the test suite, the benchmark); `make run`'s cluster is durable.
+    """
+
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = Path(root).resolve()
-        self.data = self.root / "pg"
-        self.log = self.root / "pg.log"
+        self.durable = durable
         self.bindir = _find_bindir()
+        self._place(_existing_service_user() if os.geteuid() == 0 else None)
         self.dsn: str | None = None  # set while this object has the cluster running
+
+    def _place(self, owner: Owner) -> None:
+        """Put the cluster in root, or, when its user cannot reach root, in a directory it owns."""
+        self.home = self.root
+        if owner and not _reachable(self.root, owner):
+            tag = hashlib.sha256(bytes(self.root)).hexdigest()[:16]
+            self.home = UNREACHABLE_ROOT_FALLBACK / f"chatsvc-devdb-{owner[0]}" / tag
+        self.data = self.home / "pg"
+        self.log = self.home / "pg.log"
 
     def __enter__(self) -> PrivateCluster:
         self.start()
@@ -73,7 +96,8 @@ class PrivateCluster:
             (self.data / "postmaster.pid").unlink(missing_ok=True)
             sockdir = self._socket_dir(owner)
             port = _free_port(sockdir)
-            self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log), "-o", _options(sockdir, port))
+            options = _options(sockdir, port, self.durable)
+            self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log), "-o", options)
             self._create_database(_dsn(sockdir, port, database="postgres"))
         except BaseException:
             self.stop()  # never leave a half-started postmaster behind
@@ -81,13 +105,13 @@ class PrivateCluster:
         self.dsn = _dsn(sockdir, port)
         return self.dsn
 
-    def stop(self) -> None:
-        """Stop the cluster if it is running."""
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster if it is running (`mode` as pg_ctl's: `immediate` is a crash)."""
         self.dsn = None
         pidfile = self._postmaster()
         if pidfile is None:
             return
-        self._pg_ctl("stop", "-m", "fast", "-w")
+        self._pg_ctl("stop", "-m", mode, "-w")
         if len(pidfile) > 4:
             with suppress(OSError):  # only empty dirs go; root/run is recreated at start
                 Path(pidfile[4]).rmdir()
@@ -100,36 +124,49 @@ class PrivateCluster:
         return _dsn(Path(pidfile[4]), int(pidfile[3]))
 
     def _prepare(self) -> Owner:
-        """Create root, the cluster (first time only) and the log, owned by the server's user."""
+        """Create root, the cluster (first time only) and the log, owned by the server's user.
+
+        No directory's permissions are widened: as root, the cluster lives where its user can
+        reach it (see `_place`), and the PostgreSQL binaries must be reachable as installed.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         owner = _service_user() if os.geteuid() == 0 else None
         if owner:
-            _grant_traverse(self.root, owner[0])
-            _grant_traverse(self.bindir, owner[0])
+            self._place(owner)
+            if self.home != self.root:
+                self.home.parent.mkdir(mode=0o700, exist_ok=True)
+                _chown(self.home.parent, owner)
+                self.home.mkdir(mode=0o700, exist_ok=True)
+                _chown(self.home, owner)
+            if not _reachable(self.bindir / "postgres", owner):
+                raise DevDbError(f"user {owner[0]} cannot reach the PostgreSQL binaries in {self.bindir};"
+                                 " install PostgreSQL system-wide, or run as another user than root")
         if not (self.data / "PG_VERSION").exists():
             self._initdb(owner)
         elif owner and self.data.stat().st_uid != owner[0]:
             _chown_tree(self.data, owner)  # made when another user was the server's user
-        self.log.touch()
+        # Errors in the log may quote data: readable by the cluster's owner only.
+        self.log.touch(mode=0o600)
+        self.log.chmod(0o600)
         _chown(self.log, owner)
         return owner
 
     def _initdb(self, owner: Owner) -> None:
         """Initialise the cluster next to root/pg and move it in place, so it is whole or absent."""
-        staging = self.root / "pg.initdb"
+        staging = self.home / "pg.initdb"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
         _chown(staging, owner)
         argv = [str(self.bindir / "initdb"), "-D", str(staging), "--auth=trust", "-U", SUPERUSER]
         argv += ["--encoding=UTF8", "--locale=C", "--no-sync"]
-        proc = _run(argv, owner=owner, cwd=self.root)
+        proc = _run(argv, owner=owner, cwd=self.home)
         if proc.returncode != 0:
             raise DevDbError(f"initdb failed for {self.data}:\n{proc.stdout}{proc.stderr}")
         staging.rename(self.data)
 
     def _socket_dir(self, owner: Owner) -> Path:
-        """root/run, or a fresh directory under the temp dir if root/run is too long for a socket."""
-        sockdir = self.root / "run"
+        """home/run, or a fresh directory under the temp dir if home/run is too long for a socket."""
+        sockdir = self.home / "run"
         if len(bytes(sockdir)) <= _SOCKET_DIR_MAX:
             sockdir.mkdir(mode=0o700, exist_ok=True)
             # start() has made sure none of our postmasters is alive: these are a killed run's
@@ -151,7 +188,7 @@ class PrivateCluster:
     def _pg_ctl(self, *args: str) -> None:
         """Run pg_ctl on the cluster as its owner; on failure, raise with the tail of pg.log."""
         argv = [str(self.bindir / "pg_ctl"), "-D", str(self.data), *args]
-        proc = _run(argv, owner=_owner_of(self.data), cwd=self.root)
+        proc = _run(argv, owner=_owner_of(self.data), cwd=self.home)
         if proc.returncode != 0:
             raise DevDbError(
                 f"pg_ctl {args[0]} failed for {self.data}:\n{proc.stdout}{proc.stderr}"
@@ -208,12 +245,24 @@ def url(root: Path) -> int:
 
 
 class _Child:
-    """Runs one child process, passing SIGINT and SIGTERM on to it while installed."""
+    """Runs one child process in a process group of its own, relaying SIGINT and SIGTERM to it once.
+
+    A signal to our whole process group (a CI runner or a supervisor stopping `make run`) reaches
+    make and us; had the child shared the group, the server would hear it directly and again from
+    us, and a second signal means "exit at once" instead of draining. In a group of its own the
+    child hears it from us only. make relays a SIGTERM it gets to us too: the same signal again
+    within DUPLICATE_SIGNAL_SECONDS is the same event, not a second request. At a terminal the
+    child's group becomes the foreground one, so Ctrl-C (and psql's prompt) reach it directly.
+    """
+
+    DUPLICATE_SIGNAL_SECONDS = 1.0
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.caught: int | None = None
+        self._relayed: tuple[int, float] | None = None
         self._saved: dict[int, Any] = {}
+        self._terminal = _foreground_terminal()
 
     def __enter__(self) -> _Child:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -223,38 +272,75 @@ class _Child:
     def __exit__(self, *exc_info: object) -> None:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
+        if self._terminal is not None:
+            _give_terminal(self._terminal, os.getpgrp())
+            os.close(self._terminal)
 
     def run(self, argv: list[str], env: dict[str, str]) -> int:
         """Run argv and return its exit status (128 + N if signal N ended it, shell style)."""
         if self.caught is not None:  # interrupted while the cluster was starting
             return 128 + self.caught
+        terminal = self._terminal
+
+        def own_group() -> None:  # in the child, before exec; the parent does the same (no race)
+            os.setpgid(0, 0)
+            if terminal is not None:
+                _give_terminal(terminal, os.getpgrp())
+
         try:
-            self.process = subprocess.Popen(argv, env=env)
+            self.process = subprocess.Popen(argv, env=env, preexec_fn=own_group)
         except OSError as exc:
             print(f"devdb: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
             return 127
+        with suppress(OSError):  # already done by the child, or the child is gone
+            os.setpgid(self.process.pid, self.process.pid)
+            if terminal is not None:
+                _give_terminal(terminal, self.process.pid)
         if self.caught is not None:  # arrived while Popen was still returning
-            self.process.send_signal(self.caught)
+            self._relay(self.caught)
         status = self.process.wait()
         return 128 - status if status < 0 else status
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         self.caught = sig
-        if self.process is None or (sig == signal.SIGINT and _in_foreground()):
-            return  # no child yet, or the terminal's Ctrl-C already reached it directly
-        self.process.send_signal(sig)
+        if self.process is not None:
+            self._relay(sig)
+
+    def _relay(self, sig: int) -> None:
+        assert self.process is not None
+        now = time.monotonic()
+        if self._relayed is not None:
+            last_sig, last_at = self._relayed
+            if last_sig == sig and now - last_at < self.DUPLICATE_SIGNAL_SECONDS:
+                return
+        self._relayed = sig, now
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
 
 
-def _in_foreground() -> bool:
-    """True if our process group (which the child shares) is the terminal's foreground group."""
+def _foreground_terminal() -> int | None:
+    """A descriptor of our controlling terminal if our process group is its foreground, else None."""
     try:
-        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     except OSError:
-        return False
+        return None
     try:
-        return os.tcgetpgrp(fd) == os.getpgrp()
+        if os.tcgetpgrp(fd) == os.getpgrp():
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _give_terminal(fd: int, pgid: int) -> None:
+    """Make pgid the terminal's foreground group (SIGTTOU ignored, as a shell does for a job)."""
+    saved = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        with suppress(OSError):
+            os.tcsetpgrp(fd, pgid)
     finally:
-        os.close(fd)
+        signal.signal(signal.SIGTTOU, saved)
 
 
 def _find_bindir() -> Path:
@@ -292,7 +378,7 @@ def _version(bindir: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in bindir.parent.name.split(".") if part.isdigit())
 
 
-def _service_user() -> tuple[int, int]:
+def _existing_service_user() -> Owner:
     """The unprivileged user to run PostgreSQL as (it refuses root): postgres, else chatsvc-pg."""
     for name in ("postgres", SERVICE_USER):
         try:
@@ -300,6 +386,13 @@ def _service_user() -> tuple[int, int]:
         except KeyError:
             continue
         return entry.pw_uid, entry.pw_gid
+    return None
+
+
+def _service_user() -> tuple[int, int]:
+    """The existing service user, else a new system user chatsvc-pg."""
+    if owner := _existing_service_user():
+        return owner
     argv = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER]
     proc = _run(argv)
     if proc.returncode != 0:
@@ -316,12 +409,11 @@ def _owner_of(path: Path) -> Owner:
     return info.st_uid, info.st_gid
 
 
-def _grant_traverse(path: Path, uid: int) -> None:
-    """Add o+x (search, not read) to path and its ancestors where uid could not pass."""
-    for directory in (path, *path.parents):
-        info = directory.stat()
-        if info.st_uid != uid and not info.st_mode & stat.S_IXOTH:
-            directory.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
+def _reachable(path: Path, owner: tuple[int, int]) -> bool:
+    """Whether `owner` can reach path (every ancestor searchable) and, for a directory, enter it."""
+    if not path.exists():
+        return _reachable(path.parent, owner) if path.parent != path else True
+    return _run(["test", "-x", str(path)], owner=owner).returncode == 0
 
 
 def _chown(path: Path, owner: Owner) -> None:
@@ -341,10 +433,10 @@ def _free_port(sockdir: Path) -> int:
     return next(port for port in range(5432, 65536) if not (sockdir / f".s.PGSQL.{port}").exists())
 
 
-def _options(sockdir: Path, port: int) -> str:
+def _options(sockdir: Path, port: int, durable: bool) -> str:
     """postgres settings for pg_ctl -o, quoted because pg_ctl hands them to /bin/sh."""
     settings = {"listen_addresses": "", "port": str(port), "unix_socket_directories": str(sockdir)}
-    settings |= SETTINGS
+    settings |= SETTINGS if durable else SETTINGS | NOT_DURABLE
     return " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
 
 

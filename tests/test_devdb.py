@@ -15,13 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from chatsvc.devdb import PrivateCluster, exec_with_database
 from chatsvc.migrate import migrate
 from tests.support import PROJECT_ROOT, ServerProcess, free_port, sign_up_and_log_in
+from tests.test_drain import stored_message_ids
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +123,7 @@ def test_make_runs_cluster_is_durable_and_its_log_private(tmp_path: Path) -> Non
                            CHATSVC_HEALTH_INTERVAL="0.2") as server:
             acknowledged = asyncio.run(_send_through_a_crash(server, cluster))
         assert acknowledged, "no message was answered 201"
-        stored = asyncio.run(_stored_ids(cluster.start(), acknowledged))
+        stored = asyncio.run(stored_message_ids(cluster.start(), acknowledged))
         assert sorted(set(acknowledged) - stored) == [], "answered 201 but lost in the crash"
         assert stat.S_IMODE(cluster.log.stat().st_mode) == 0o600
     finally:
@@ -132,7 +132,7 @@ def test_make_runs_cluster_is_durable_and_its_log_private(tmp_path: Path) -> Non
 
 async def _send_through_a_crash(server: ServerProcess, cluster: PrivateCluster) -> list[int]:
     acknowledged: list[int] = []
-    crashed = asyncio.Event()
+    enough, crashed = asyncio.Event(), asyncio.Event()
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         user = await sign_up_and_log_in(client)
         body = {"recipient": user.id, "content": {"type": "text", "text": "keep me"}}
@@ -143,23 +143,15 @@ async def _send_through_a_crash(server: ServerProcess, cluster: PrivateCluster) 
                     answer = await client.post("/messages", json=body, headers=user.auth)
                     if answer.status_code == 201:
                         acknowledged.append(answer.json()["id"])
+                        if len(acknowledged) >= 300:
+                            enough.set()
 
         senders = [asyncio.create_task(send_until_crashed()) for _ in range(6)]
-        while len(acknowledged) < 300:
-            await asyncio.sleep(0.05)
+        await enough.wait()
         await asyncio.to_thread(cluster.stop, "immediate")
         crashed.set()
         await asyncio.gather(*senders)
     return acknowledged
-
-
-async def _stored_ids(dsn: str, ids: list[int]) -> set[int]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        rows = await connection.fetch("SELECT id FROM messages WHERE id = ANY($1::bigint[])", ids)
-    finally:
-        await connection.close()
-    return {row["id"] for row in rows}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the cluster as another user")

@@ -70,9 +70,9 @@ class PrivateCluster:
         self.dsn: str | None = None  # set while this object has the cluster running
 
     def _place(self, owner: Owner) -> None:
-        """Put the cluster in root, or, when its user cannot reach root, in a directory it owns."""
+        """Put the cluster in root, or, when its user cannot reach root's parent, in a directory it owns."""
         self.home = self.root
-        if owner and not _reachable(self.root, owner):
+        if owner and not _reachable(self.root.parent, owner):
             tag = hashlib.sha256(bytes(self.root)).hexdigest()[:16]
             self.home = UNREACHABLE_ROOT_FALLBACK / f"chatsvc-devdb-{owner[0]}" / tag
         self.data = self.home / "pg"
@@ -133,7 +133,9 @@ class PrivateCluster:
         owner = _service_user() if os.geteuid() == 0 else None
         if owner:
             self._place(owner)
-            if self.home != self.root:
+            if self.home == self.root and not _reachable(self.root, owner):
+                _chown(self.root, owner)  # the cluster's own directory (a mkdtemp one is 0700)
+            elif self.home != self.root:
                 self.home.parent.mkdir(mode=0o700, exist_ok=True)
                 _chown(self.home.parent, owner)
                 self.home.mkdir(mode=0o700, exist_ok=True)

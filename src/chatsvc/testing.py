@@ -86,7 +86,7 @@ def postgres_server(root: Path) -> Iterator[str]:
         return
     from chatsvc.devdb import PrivateCluster
 
-    cluster = PrivateCluster(root)
+    cluster = PrivateCluster(root, durable=False)  # throwaway: speed over crash safety
     if running := cluster.url():
         # Another run holds it: share it (each run makes databases of its own on it).
         yield running

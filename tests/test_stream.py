@@ -27,6 +27,7 @@ from chatsvc import fanout as fanout_module
 from chatsvc import queries
 from chatsvc.fanout import Fanout, Horizon, in_progress
 from chatsvc.migrate import migrate
+from chatsvc.tokens import token_digest
 from tests.support import DatabaseFactory, ServerProcess, User, sign_up_and_log_in
 
 HEARTBEAT = 0.3
@@ -46,7 +47,6 @@ PAIR_SETTINGS = {
     **COMMON,
     "CHATSVC_STREAM_HEARTBEAT": str(HEARTBEAT),
     "CHATSVC_STREAM_BUFFER": str(BUFFER),
-    "CHATSVC_STREAM_SESSION_CHECK": "0.3",
     "CHATSVC_MAX_TEXT_CHARS": str(BIG_TEXT_CHARS),
     "CHATSVC_MAX_BODY_BYTES": str(2 * BIG_TEXT_CHARS),
 }
@@ -395,12 +395,19 @@ async def test_heartbeat_comments_keep_a_quiet_stream_alive(pair: Pair) -> None:
     assert 2.5 * READ_TIMEOUT / HEARTBEAT - 3 <= len(beats) <= 2.5 * READ_TIMEOUT / HEARTBEAT + 1, beats
 
 
-async def test_a_stream_ends_once_its_session_is_revoked(pair: Pair) -> None:
-    (alice,) = await make_users(pair.a, 1)
-    async with open_stream(pair.b, alice) as stream:
+async def test_a_logout_ends_that_sessions_streams_at_once_on_every_replica(pair: Pair) -> None:
+    """Not after the periodic session check (60 s by default): one NOTIFY reaches every replica."""
+    alice, bob = await make_users(pair.a, 2)
+    async with httpx.AsyncClient(base_url=pair.a.url) as client:
+        login = await client.post("/login", json={"username": alice.username, "password": alice.password})
+    other_device = User(alice.id, alice.username, alice.password, login.json()["token"])
+    async with open_stream(pair.b, alice) as stream, open_stream(pair.a, other_device) as kept:
         async with httpx.AsyncClient(base_url=pair.a.url) as client:
             assert (await client.post("/logout", headers=alice.auth)).status_code == 204
         assert await stream.quiet(3) == [] and stream.ended
+        # The same user's other session keeps its stream.
+        sent = await send(pair.b, bob, alice, "still here")
+        assert ids(await kept.messages(1)) == [sent] and not kept.ended
     async with httpx.AsyncClient(base_url=pair.b.url) as client:
         response = await client.get("/messages/stream", headers=alice.auth)
     assert response.status_code == 401
@@ -557,7 +564,7 @@ async def test_notifications_missed_while_the_listener_reconnects_still_wake_the
     await fanout.start()
     try:
         assert fanout.ready.is_set()
-        subscription = fanout.subscribe(alice.id)
+        subscription = fanout.subscribe(alice.id, token_digest(alice.token))
         subscription.wake.clear()
         (listener,) = set(await db.fetchval(listeners)) - others
         assert await db.fetchval("SELECT pg_terminate_backend($1, 5000)", listener)

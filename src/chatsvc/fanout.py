@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from chatsvc import metrics, queries
+from chatsvc import metrics, queries, revocation
 from chatsvc.config import Settings
 from chatsvc.db import UNAVAILABLE_ERRORS
+from chatsvc.revocation import Revocations
 
 log = logging.getLogger("chatsvc.fanout")
 
@@ -120,15 +121,18 @@ class TooManyStreams(Exception):
 
 
 class Subscription:
-    """One open stream's registration: `wake` is set whenever it should read the database."""
+    """One open stream's registration: `wake` is set whenever it should read the database,
+    `revoked` once its session (the token of SHA-256 `digest`) was revoked."""
 
-    __slots__ = ("_fanout", "closed", "user_id", "wake")
+    __slots__ = ("_fanout", "closed", "digest", "revoked", "user_id", "wake")
 
-    def __init__(self, fanout: Fanout, user_id: int) -> None:
+    def __init__(self, fanout: Fanout, user_id: int, digest: bytes) -> None:
         self._fanout = fanout
         self.user_id = user_id
+        self.digest = digest
         self.wake = asyncio.Event()
         self.wake.set()  # the first look: the replay
+        self.revoked = asyncio.Event()
         self.closed = False
 
     def close(self) -> None:
@@ -148,6 +152,7 @@ class Fanout:
         self._count = 0
         self._pending: list[tuple[int, int, int]] = []  # heap of (id, sender, recipient) > watermark
         self._wake_all_pending = False
+        self.revocations = Revocations()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -173,8 +178,9 @@ class Fanout:
                 await self._task
             self._task = None
 
-    def subscribe(self, user_id: int) -> Subscription:
-        """Register a stream of `user_id`'s messages; TooManyStreams past either cap."""
+    def subscribe(self, user_id: int, digest: bytes) -> Subscription:
+        """Register a stream of `user_id`'s messages, held with the token of SHA-256 `digest`;
+        TooManyStreams past either cap."""
         settings = self.settings
         if self._count >= settings.stream_max_per_process:
             raise TooManyStreams(f"this server holds its maximum of {settings.stream_max_per_process} "
@@ -183,7 +189,7 @@ class Fanout:
         if len(streams) >= settings.stream_max_per_user:
             raise TooManyStreams(f"at most {settings.stream_max_per_user} streams per user are open at once; "
                             "close one first")
-        subscription = Subscription(self, user_id)
+        subscription = Subscription(self, user_id, digest)
         streams.add(subscription)
         self._count += 1
         metrics.STREAMS_OPEN.inc()
@@ -208,6 +214,10 @@ class Fanout:
         for streams in self._streams.values():
             for subscription in streams:
                 subscription.wake.set()
+
+    def _on_revoked(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        self.revocations.note(payload)
+        self._kick.set()
 
     def _on_notification(self, connection: object, pid: int, channel: str, payload: str) -> None:
         if payload == "*":
@@ -263,8 +273,11 @@ class Fanout:
         """LISTEN on `connection` and keep the watermark current until the connection fails."""
         connection.add_termination_listener(lambda _: self._kick.set())
         await connection.add_listener(queries.MESSAGES_CHANNEL, self._on_notification)
-        # Anything committed while no connection was listening went unannounced: every stream looks.
+        await connection.add_listener(revocation.CHANNEL, self._on_revoked)
+        # Anything committed while no connection was listening went unannounced: every stream looks,
+        # and checks its session.
         self._wake_all_pending = True
+        self.revocations.note_everyone()
         self._kick.set()
         poll = SETTLE_POLL_MIN_SECONDS
         while True:
@@ -277,6 +290,10 @@ class Fanout:
             if connection.is_closed():
                 raise asyncpg.ConnectionDoesNotExistError("the listener connection closed")
             await self._look(connection)
+            if self.revocations.pending:
+                await self.revocations.end_revoked(connection, self._streams,
+                                                   self.settings.session_idle_timeout,
+                                                   self.settings.db_timeout)
             poll = min(2 * poll, SETTLE_POLL_MAX_SECONDS) if self.horizon.pending else SETTLE_POLL_MIN_SECONDS
 
     async def _look(self, connection: asyncpg.Connection) -> None:

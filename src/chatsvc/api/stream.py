@@ -85,9 +85,8 @@ async def stream_messages(request: Request) -> Response | EventStream:
         if not fanout.ready.is_set():
             raise unavailable("real-time delivery is reconnecting to the database; retry shortly")
         since = fanout.watermark
-    subscription = fanout.subscribe(caller)  # 429 past the caps
-    return EventStream(state.settings, state.pool, state.health, fanout, subscription, since,
-                       token_hash(request))
+    subscription = fanout.subscribe(caller, token_hash(request))  # 429 past the caps
+    return EventStream(state.settings, state.pool, state.health, fanout, subscription, since)
 
 
 def _resume_point(request: Request) -> int | None:
@@ -112,14 +111,13 @@ class EventStream:
     """
 
     def __init__(self, settings: Settings, pool: BoundedPool, health: Health, fanout: Fanout,
-                 subscription: Subscription, since: int, digest: bytes) -> None:
+                 subscription: Subscription, since: int) -> None:
         self._settings = settings
         self._pool = pool
         self._health = health
         self._fanout = fanout
         self._subscription = subscription
         self._scanned = since  # every readable message up to here has been buffered
-        self._digest = digest
         self._capacity = settings.stream_buffer
         self._buffer: list[bytes] = []
         self._ready = asyncio.Event()  # the buffer has something, or the stream is ending
@@ -237,12 +235,21 @@ class EventStream:
             metrics.STREAM_EVENTS.inc(events)
 
     async def _watch_session(self) -> None:
-        """Return once the stream's session is no longer valid (logged out, expired)."""
+        """Return once the stream's session is no longer valid (logged out, expired).
+
+        A revocation ends it at once (chatsvc.revocation); the periodic check is the safety net.
+        """
         settings = self._settings
         while True:
-            await asyncio.sleep(settings.stream_session_check)
             try:
-                user = await queries.user_for_token(self._pool, self._digest, settings.session_idle_timeout,
+                async with asyncio.timeout(settings.stream_session_check):
+                    await self._subscription.revoked.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                user = await queries.user_for_token(self._pool, self._subscription.digest,
+                                                    settings.session_idle_timeout,
                                                     settings.session_touch_interval)
             except UNAVAILABLE_ERRORS:
                 continue  # the database is away; the stream waits for it like everything else

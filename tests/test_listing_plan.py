@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from chatsvc import queries
+from chatsvc.config import SessionPolicy
 from chatsvc.migrate import migrate
 from tests.support import DatabaseFactory
 
@@ -56,7 +57,7 @@ async def explain(pool: asyncpg.Pool, sql: str, *args: object) -> list[dict]:
     return plan_nodes(json.loads(raw)[0]["Plan"])
 
 
-IDLE, TOUCH = 3600.0, 60.0
+POLICY = SessionPolicy(lifetime=3600.0, idle_timeout=3600.0, touch_interval=60.0)
 
 
 async def session_for(pool: asyncpg.Pool, user_id: int) -> bytes:
@@ -74,7 +75,8 @@ def index_scans(nodes: list[dict]) -> dict[str, dict]:
 
 async def test_each_listing_branch_is_one_index_range_scan_in_id_order(big: asyncpg.Pool) -> None:
     token_hash = await session_for(big, 17)
-    nodes = await explain(big, queries.LIST_MESSAGES, token_hash, IDLE, TOUCH, 17, 5000, 101)
+    nodes = await explain(big, queries.LIST_MESSAGES, token_hash, POLICY.idle_timeout, POLICY.touch_interval,
+                          17, 5000, 101)
     scans = index_scans(nodes)
     # The reader's inbox: an ordered range scan that the limit stops, with no sort of the inbox.
     inbox = scans["messages_recipient_id"]
@@ -93,7 +95,8 @@ async def list_all(pool: asyncpg.Pool, token_hash: bytes, recipient: int, limit:
     """Every message the holder of `token_hash` may read in `recipient`'s inbox, page by page."""
     seen, start = [], 0
     while True:
-        page = await queries.list_messages(pool, token_hash, IDLE, TOUCH, recipient, start, limit)
+        page = await queries.list_messages(pool, token_hash, POLICY, recipient=recipient, start=start,
+                                           limit=limit)
         assert page is not None
         messages = json.loads(page.messages)
         assert len(messages) <= limit
@@ -122,4 +125,5 @@ async def test_someone_else_sees_only_what_they_sent(big: asyncpg.Pool) -> None:
 
 
 async def test_a_token_that_is_not_valid_reads_nothing(big: asyncpg.Pool) -> None:
-    assert await queries.list_messages(big, secrets.token_bytes(32), IDLE, TOUCH, 17, 0, 10) is None
+    page = await queries.list_messages(big, secrets.token_bytes(32), POLICY, recipient=17, start=0, limit=10)
+    assert page is None

@@ -31,7 +31,6 @@ import chatsvc
 from chatsvc import schemas
 from chatsvc.app import ROUTES, build_app
 from chatsvc.config import Settings
-from chatsvc.health import Health
 from chatsvc.openapi import (
     OPERATION_ATTRIBUTE,
     Operation,
@@ -41,6 +40,7 @@ from chatsvc.openapi import (
     documented,
     documented_operations,
 )
+from chatsvc.readiness import Readiness
 from chatsvc.resources import Resources
 from tests.support import User, sign_up_and_log_in
 
@@ -287,8 +287,8 @@ async def test_a_limited_client_gets_the_documented_429(
 async def test_an_unready_check_is_the_documented_503(
     resources: Resources, document: dict[str, Any]
 ) -> None:
-    # A new Health has not seen the database answer yet.
-    async with client_of(build_app(dataclasses.replace(resources, health=Health()))) as api:
+    # A new Readiness has not seen the database answer yet.
+    async with client_of(build_app(dataclasses.replace(resources, readiness=Readiness()))) as api:
         response = await api.get("/check")
     assert response.status_code == 503
     assert_conforms(document, "GET /check", response)

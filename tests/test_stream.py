@@ -628,7 +628,7 @@ async def test_the_replay_is_two_index_range_scans_merged_by_id(databases: Datab
         truth = await connection.fetch(
             "SELECT id FROM messages WHERE (recipient_id = 17 OR sender_id = 17) AND id > 100 "
             "ORDER BY id LIMIT 101")
-        rows = await queries.messages_for_stream(connection, 17, 100, 20000, 101)
+        rows = await queries.messages_for_stream(connection, 17, after=100, upto=20000, limit=101)
     finally:
         await connection.close()
     nodes, stack = [], [plan]

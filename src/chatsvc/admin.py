@@ -11,8 +11,8 @@ from starlette.routing import Route
 from chatsvc import debug, metrics
 from chatsvc.api.common import json_response
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
-from chatsvc.health import Health
 from chatsvc.middleware import InternalErrors, RequestId, TrailingSlash
+from chatsvc.resources import Resources, resources_of
 
 
 async def healthz(request: Request) -> Response:
@@ -22,10 +22,10 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Readiness with a reason: `{"status": "ready"}`, or 503 `{"status", "reason"}` (draining, database)."""
-    health: Health = request.app.state.health
-    if health.ready:
+    readiness = resources_of(request).readiness
+    if readiness.ready:
         return json_response({"status": "ready"})
-    return json_response({"status": "unavailable", "reason": health.reason}, status=503)
+    return json_response({"status": "unavailable", "reason": readiness.reason}, status=503)
 
 
 async def prometheus_metrics(request: Request) -> Response:
@@ -42,8 +42,8 @@ ROUTES = [
 ]
 
 
-def build_admin_app(health: Health) -> Starlette:
+def build_admin_app(resources: Resources) -> Starlette:
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS,
                     middleware=[Middleware(RequestId), Middleware(InternalErrors), Middleware(TrailingSlash)])
-    app.state.health = health
+    app.state.resources = resources  # read back through resources.resources_of
     return app

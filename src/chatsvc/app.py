@@ -12,7 +12,7 @@ from chatsvc.api import health, messages, sessions, stream, users
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
 from chatsvc.middleware import DrainUnreadBody, HeaderLimits, InternalErrors, RequestId, TrailingSlash
 from chatsvc.observe import Observe
-from chatsvc.ratelimit import KnownTokens, RateLimit
+from chatsvc.ratelimit import RateLimit
 from chatsvc.resources import Resources
 
 CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
@@ -34,7 +34,6 @@ ROUTES = [
 
 def build_app(resources: Resources) -> Starlette:
     settings = resources.settings
-    known_tokens = KnownTokens()
     middleware = [
         Middleware(DrainUnreadBody),
         Middleware(RequestId),
@@ -47,16 +46,11 @@ def build_app(resources: Resources) -> Starlette:
                    allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_REQUEST_HEADERS,
                    expose_headers=CORS_EXPOSED_HEADERS, max_age=600),
         # After CORS, so a 429 still carries CORS headers and preflights are not counted.
-        Middleware(RateLimit, settings=settings, known_tokens=known_tokens,
+        Middleware(RateLimit, settings=settings, known_tokens=resources.known_tokens,
                    max_clients=settings.rate_limit_max_clients, on_limited=_count_limited),
     ]
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
-    app.state.settings = settings
-    app.state.pool = resources.pool
-    app.state.passwords = resources.passwords
-    app.state.health = resources.health
-    app.state.fanout = resources.fanout
-    app.state.known_tokens = known_tokens
+    app.state.resources = resources  # read back through resources.resources_of
     return app
 
 

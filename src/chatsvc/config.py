@@ -93,6 +93,15 @@ def _setting(env: str, default: str, parse: Callable[[str], Any], meaning: str) 
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How long a session lives: absolutely, and unused; how often its idle clock is written."""
+
+    lifetime: float
+    idle_timeout: float
+    touch_interval: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration; build it with `Settings.from_env()`."""
 

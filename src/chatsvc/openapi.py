@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 import chatsvc
 from chatsvc.config import Settings
 from chatsvc.errors import codes_for
+from chatsvc.resources import resources_of
 from chatsvc.schemas import Content, ErrorBody
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -145,7 +146,7 @@ async def openapi_document(request: Request) -> Response:
     body = getattr(state, "openapi_document", None)
     if body is None:
         body = state.openapi_document = msgspec.json.encode(
-            build_document(request.app.routes, state.settings))
+            build_document(request.app.routes, resources_of(request).settings))
     return Response(body, media_type="application/json")
 
 

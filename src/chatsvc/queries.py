@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from chatsvc.config import SessionPolicy
 from chatsvc.db import BoundedPool
 
 # A session is valid while neither its absolute nor its idle expiry has passed.
@@ -152,14 +153,12 @@ class IdempotentOriginal:
     content: str
 
 
-async def user_for_token(
-    db: BoundedPool, token_hash: bytes, idle_timeout: float, touch_interval: float
-) -> int | None:
+async def user_for_token(db: BoundedPool, token_hash: bytes, policy: SessionPolicy) -> int | None:
     """The id of the user holding a valid session, refreshing its idle clock now and then."""
-    return await db.fetchval(AUTHENTICATE, token_hash, idle_timeout, touch_interval)
+    return await db.fetchval(AUTHENTICATE, *_caller(token_hash, policy))
 
 
-async def create_user(db: BoundedPool, username: str, key: str, password_hash: str) -> int | None:
+async def create_user(db: BoundedPool, *, username: str, key: str, password_hash: str) -> int | None:
     """The new user's id, or None when the name is taken."""
     return await db.fetchval(CREATE_USER, username, key, password_hash)
 
@@ -168,12 +167,12 @@ async def user_for_login(db: BoundedPool, key: str) -> asyncpg.Record | None:
     return await db.fetchrow(USER_FOR_LOGIN, key)
 
 
-async def replace_password_hash(db: BoundedPool, user_id: int, old: str, new: str) -> None:
+async def replace_password_hash(db: BoundedPool, user_id: int, *, old: str, new: str) -> None:
     await db.execute(REPLACE_PASSWORD_HASH, user_id, old, new)
 
 
-async def create_session(db: BoundedPool, token_hash: bytes, user_id: int, lifetime: float) -> None:
-    await db.execute(CREATE_SESSION, token_hash, user_id, lifetime)
+async def create_session(db: BoundedPool, token_hash: bytes, *, user_id: int, policy: SessionPolicy) -> None:
+    await db.execute(CREATE_SESSION, token_hash, user_id, policy.lifetime)
 
 
 async def revoke_session(db: BoundedPool, token_hash: bytes) -> None:
@@ -181,11 +180,11 @@ async def revoke_session(db: BoundedPool, token_hash: bytes) -> None:
 
 
 async def send_message(
-    db: BoundedPool, token_hash: bytes, idle_timeout: float, touch_interval: float,
+    db: BoundedPool, token_hash: bytes, policy: SessionPolicy, *,
     recipient: int, content: str, idempotency_key: str | None, sender: int | None,
 ) -> Sent | None:
     """Authenticate and store in one statement; None when the token is not valid."""
-    row = await db.fetchrow(SEND_MESSAGE, token_hash, idle_timeout, touch_interval,
+    row = await db.fetchrow(SEND_MESSAGE, *_caller(token_hash, policy),
                             recipient, content, idempotency_key, sender)
     return None if row is None else Sent(*row)
 
@@ -207,16 +206,20 @@ class Page:
 
 
 async def list_messages(
-    db: BoundedPool, token_hash: bytes, idle_timeout: float, touch_interval: float,
-    recipient: int, start: int, limit: int,
+    db: BoundedPool, token_hash: bytes, policy: SessionPolicy, *, recipient: int, start: int, limit: int,
 ) -> Page | None:
     """Authenticate and read a page in one statement; None for a token that is not valid."""
-    row = await db.fetchrow(LIST_MESSAGES, token_hash, idle_timeout, touch_interval, recipient, start, limit)
+    row = await db.fetchrow(LIST_MESSAGES, *_caller(token_hash, policy), recipient, start, limit)
     return None if row is None else Page(*row)
 
 
 async def messages_for_stream(
-    db: BoundedPool, user: int, after: int, upto: int, limit: int
+    db: BoundedPool, user: int, *, after: int, upto: int, limit: int
 ) -> list[asyncpg.Record]:
     """Up to `limit` messages `user` received or sent with `after` < id <= `upto`, by id."""
     return await db.fetch(STREAM_PAGE, user, after, upto, limit)
+
+
+def _caller(token_hash: bytes, policy: SessionPolicy) -> tuple[bytes, float, float]:
+    """$1 to $3 of every statement that starts with `_CALLER`."""
+    return token_hash, policy.idle_timeout, policy.touch_interval

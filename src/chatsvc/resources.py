@@ -1,42 +1,61 @@
-"""The long-lived parts a process shares between its apps: settings, pool, hasher, health, fan-out."""
+"""The long-lived parts a process shares between its apps, and the one way a handler reaches them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from chatsvc.config import Settings
+from starlette.requests import HTTPConnection
+
+from chatsvc.config import SessionPolicy, Settings
 from chatsvc.db import BoundedPool, create_pool
 from chatsvc.fanout import Fanout
-from chatsvc.health import Health
 from chatsvc.passwords import Passwords
+from chatsvc.ratelimit import KnownTokens
+from chatsvc.readiness import Readiness
 
 
 @dataclass(slots=True)
 class Resources:
+    """Settings, pool, hasher, readiness, fan-out, and the tokens the rate limiter may key by."""
+
     settings: Settings
     pool: BoundedPool
     passwords: Passwords
-    health: Health
+    readiness: Readiness
     fanout: Fanout
+    known_tokens: KnownTokens = field(default_factory=KnownTokens)
+    # Derived from `settings` once, so that every statement that checks a token gets one value.
+    session_policy: SessionPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.session_policy = SessionPolicy(settings.session_lifetime, settings.session_idle_timeout,
+                                            settings.session_touch_interval)
+
+
+def resources_of(connection: HTTPConnection) -> Resources:
+    """The resources of the app serving `connection` (attached by `build_app`/`build_admin_app`)."""
+    resources: Resources = connection.app.state.resources
+    return resources
 
 
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """Open the pool, start the health watcher and the stream listener; close them on exit."""
+    """Open the pool, start the readiness watcher and the stream listener; close them on exit."""
     pool = await create_pool(settings)
     passwords = Passwords(settings)
-    health = Health()
-    await health.check_database(pool, settings.db_timeout)
+    readiness = Readiness()
+    await readiness.check_database(pool, settings.db_timeout)
     watcher = asyncio.create_task(
-        health.watch_database(pool, settings.health_interval, settings.db_timeout),
+        readiness.watch_database(pool, settings.health_interval, settings.db_timeout),
         name="health-watcher")
     fanout = Fanout(settings)
     await fanout.start()
     try:
-        yield Resources(settings, pool, passwords, health, fanout)
+        yield Resources(settings, pool, passwords, readiness, fanout)
     finally:
         await fanout.close()
         watcher.cancel()

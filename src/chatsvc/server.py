@@ -13,7 +13,6 @@ import tempfile
 import time
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for_processes
-from typing import Any
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
@@ -21,6 +20,7 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
 from chatsvc.config import Settings
+from chatsvc.readiness import Readiness
 
 log = logging.getLogger("chatsvc.server")
 
@@ -60,9 +60,9 @@ def hypercorn_config(settings: Settings, port: int) -> HypercornConfig:
 class Drain:
     """The shutdown sequence of API.md, started by the first signal; a second exits at once."""
 
-    def __init__(self, settings: Settings, health: Any) -> None:
+    def __init__(self, settings: Settings, readiness: Readiness) -> None:
         self._settings = settings
-        self._health = health
+        self._readiness = readiness
         self._task: asyncio.Task | None = None
         self.listeners_closed = asyncio.Event()
 
@@ -75,7 +75,7 @@ class Drain:
 
     async def _drain(self) -> None:
         # Readiness fails at once; serving goes on while load balancers notice.
-        self._health.draining = True
+        self._readiness.draining = True
         await asyncio.sleep(self._settings.drain_delay)
         log.info("closing listeners", extra={"shutdown_timeout": self._settings.shutdown_timeout})
         self.listeners_closed.set()
@@ -88,12 +88,12 @@ async def serve(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
     from chatsvc.resources import open_resources
 
     async with open_resources(settings) as resources:
-        drain = Drain(settings, resources.health)
+        drain = Drain(settings, resources.readiness)
         loop = asyncio.get_running_loop()
         for signum in DRAIN_SIGNALS:
             loop.add_signal_handler(signum, drain.on_signal, signum)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, DRAIN_SIGNALS)  # blocked while a worker starts
-        apps = build_app(resources), build_admin_app(resources.health)
+        apps = build_app(resources), build_admin_app(resources)
         ports = settings.port, settings.admin_port
         await asyncio.gather(*(
             worker_serve(wrap_app(app, 0, "asgi"), hypercorn_config(settings, port),

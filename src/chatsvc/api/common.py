@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from chatsvc import queries
 from chatsvc.errors import ApiError, ErrorCode, invalid_request, unauthorized
+from chatsvc.resources import resources_of
 from chatsvc.schemas import CONTENT_TYPES, encoder
 from chatsvc.tokens import token_digest
 
@@ -23,7 +24,7 @@ _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DO
 
 async def read_body(request: Request) -> bytes:
     """The request body: 413 as soon as it is known to exceed the limit, 408 if it trickles in."""
-    settings = request.app.state.settings
+    settings = resources_of(request).settings
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -90,16 +91,15 @@ def token_hash(request: Request) -> bytes:
 
 async def authenticate(request: Request) -> int:
     """The caller's user id, or 401."""
-    state = request.app.state
+    resources = resources_of(request)
     digest = token_hash(request)
-    user_id = await queries.user_for_token(
-        state.pool, digest, state.settings.session_idle_timeout, state.settings.session_touch_interval)
+    user_id = await queries.user_for_token(resources.pool, digest, resources.session_policy)
     return identified(request, digest, user_id)
 
 
 def identified(request: Request, digest: bytes, user_id: int | None) -> int:
     """Record who holds the token (the rate limiter keys by user), or 401 when no one does."""
-    known_tokens = request.app.state.known_tokens
+    known_tokens = resources_of(request).known_tokens
     if user_id is None:
         known_tokens.forget(digest)  # revoked or expired, perhaps on another replica
         raise unauthorized()

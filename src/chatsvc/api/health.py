@@ -7,6 +7,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from chatsvc.errors import error_response, unavailable
 from chatsvc.openapi import Operation, Reply, documented
+from chatsvc.resources import resources_of
 
 ROOT_PAGE = """<!doctype html>
 <html lang="en">
@@ -40,7 +41,7 @@ async def root(request: Request) -> Response:
 ))
 async def check(request: Request) -> Response:
     """`ok` while the database answers and the process is not draining, as the original."""
-    health = request.app.state.health
-    if health.ready:
+    readiness = resources_of(request).readiness
+    if readiness.ready:
         return PlainTextResponse("ok")
-    return error_response(unavailable(f"not ready: {health.reason}"))
+    return error_response(unavailable(f"not ready: {readiness.reason}"))

@@ -23,8 +23,10 @@ from chatsvc.api.common import (
     read_body,
     token_hash,
 )
+from chatsvc.db import BoundedPool
 from chatsvc.errors import ApiError, ErrorCode, invalid_request
 from chatsvc.openapi import Header, Operation, Reply, documented
+from chatsvc.resources import resources_of
 from chatsvc.schemas import (
     ListingQuery,
     MessageCreated,
@@ -78,8 +80,8 @@ class Messages(HTTPEndpoint):
 
 async def create_message(request: Request) -> Response:
     """Authenticate, check and store in one database round trip."""
-    state = request.app.state
-    settings = state.settings
+    resources = resources_of(request)
+    settings = resources.settings
     idempotency_key = _idempotency_key(request)
     digest = token_hash(request)
     async with _token_checked_first(request):
@@ -89,29 +91,27 @@ async def create_message(request: Request) -> Response:
     content = encoder.encode(message.content).decode()
     try:
         sent = await queries.send_message(
-            state.pool, digest, settings.session_idle_timeout, settings.session_touch_interval,
-            message.recipient, content, idempotency_key, message.sender)
+            resources.pool, digest, resources.session_policy, recipient=message.recipient, content=content,
+            idempotency_key=idempotency_key, sender=message.sender)
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(ErrorCode.NOT_FOUND, "recipient: no such user") from None
     caller = identified(request, digest, None if sent is None else sent.caller)
     if message.sender is not None and message.sender != caller:
         raise ApiError(ErrorCode.FORBIDDEN, "sender: you can only send as yourself")
     if sent.id is None:
-        return await _replay(state.pool, caller, idempotency_key, message)
+        return await _replay(resources.pool, caller, idempotency_key, message)
     metrics.MESSAGES_CREATED.labels(content_type=type(message.content).__struct_config__.tag).inc()
     return json_response(MessageCreated(sent.id, sent.timestamp), status=201)
 
 
 async def list_messages(request: Request) -> Response:
     """Authenticate and read one page in one database round trip."""
-    state = request.app.state
-    settings = state.settings
+    resources = resources_of(request)
     digest = token_hash(request)
     async with _token_checked_first(request):
         query = convert(await _listing_parameters(request), ListingQuery)
-    page = await queries.list_messages(
-        state.pool, digest, settings.session_idle_timeout, settings.session_touch_interval,
-        query.recipient, query.start, query.page_size)
+    page = await queries.list_messages(resources.pool, digest, resources.session_policy,
+                                       recipient=query.recipient, start=query.start, limit=query.page_size)
     identified(request, digest, None if page is None else page.caller)
     # The database wrote the messages' JSON; it goes out without being parsed here.
     return json_response(MessagePage(msgspec.Raw(page.messages), page.next_start))
@@ -140,7 +140,7 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def _replay(pool: Any, sender: int, key: str, message: NewMessage) -> Response:
+async def _replay(pool: BoundedPool, sender: int, key: str, message: NewMessage) -> Response:
     """The first answer again for a retry, or 409 when the key now names a different request."""
     original = await queries.message_by_idempotency_key(pool, sender, key)
     if original is None:

@@ -9,6 +9,7 @@ from chatsvc import metrics, queries
 from chatsvc.api.common import authenticate, decode, json_response, read_body, token_hash
 from chatsvc.errors import unauthorized
 from chatsvc.openapi import Operation, Reply, documented
+from chatsvc.resources import resources_of
 from chatsvc.schemas import LoggedIn, LoginCredentials, login_decoder, username_key
 from chatsvc.tokens import new_token
 
@@ -22,18 +23,18 @@ from chatsvc.tokens import new_token
 ))
 async def login(request: Request) -> Response:
     """Log in `{"username", "password"}`: `200 {"id", "token"}`, or 401 for a wrong name or password."""
-    state = request.app.state
+    resources = resources_of(request)
     credentials = decode(login_decoder, await read_body(request))
-    user = await queries.user_for_login(state.pool, username_key(credentials.username))
+    user = await queries.user_for_login(resources.pool, username_key(credentials.username))
     stored_hash = None if user is None else user["password_hash"]
-    verdict = await state.passwords.verify(stored_hash, credentials.password)
+    verdict = await resources.passwords.verify(stored_hash, credentials.password)
     if user is None or not verdict.ok:
         metrics.LOGINS.labels(result="failure").inc()
         raise unauthorized("wrong username or password")
     if verdict.new_hash is not None:
-        await queries.replace_password_hash(state.pool, user["id"], stored_hash, verdict.new_hash)
+        await queries.replace_password_hash(resources.pool, user["id"], old=stored_hash, new=verdict.new_hash)
     token, digest = new_token()
-    await queries.create_session(state.pool, digest, user["id"], state.settings.session_lifetime)
+    await queries.create_session(resources.pool, digest, user_id=user["id"], policy=resources.session_policy)
     metrics.LOGINS.labels(result="success").inc()
     request.state.user_id = user["id"]
     return json_response(LoggedIn(user["id"], token))
@@ -48,6 +49,7 @@ async def logout(request: Request) -> Response:
     """Revoke the presented token; every replica rejects it from the next request on."""
     await authenticate(request)
     digest = token_hash(request)
-    await queries.revoke_session(request.app.state.pool, digest)
-    request.app.state.known_tokens.forget(digest)
+    resources = resources_of(request)
+    await queries.revoke_session(resources.pool, digest)
+    resources.known_tokens.forget(digest)
     return Response(status_code=204)

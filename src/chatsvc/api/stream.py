@@ -15,12 +15,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from chatsvc import metrics, queries
 from chatsvc.api.common import authenticate, token_hash
-from chatsvc.config import Settings
-from chatsvc.db import UNAVAILABLE_ERRORS, BoundedPool
+from chatsvc.db import UNAVAILABLE_ERRORS
 from chatsvc.errors import invalid_request, unavailable
-from chatsvc.fanout import Fanout, Subscription
-from chatsvc.health import Health
+from chatsvc.fanout import Subscription
 from chatsvc.openapi import Header, Operation, Reply, documented
+from chatsvc.resources import Resources, resources_of
 from chatsvc.schemas import MAX_ID
 
 log = logging.getLogger("chatsvc.stream")
@@ -75,18 +74,18 @@ class SlowReader(Exception):
 ))
 async def stream_messages(request: Request) -> Response | EventStream:
     """Server-Sent Events of every message the caller receives or sends, resumable by `Last-Event-ID`."""
-    state = request.app.state
+    resources = resources_of(request)
     caller = await authenticate(request)
     since = _resume_point(request)
     if request.method == "HEAD":
         return Response(headers={name.decode(): value.decode() for name, value in HEADERS})
-    fanout: Fanout = state.fanout
+    fanout = resources.fanout
     if since is None:
         if not fanout.ready.is_set():
             raise unavailable("real-time delivery is reconnecting to the database; retry shortly")
         since = fanout.watermark
     subscription = fanout.subscribe(caller, token_hash(request))  # 429 past the caps
-    return EventStream(state.settings, state.pool, state.health, fanout, subscription, since)
+    return EventStream(resources, subscription, since)
 
 
 def _resume_point(request: Request) -> int | None:
@@ -110,15 +109,14 @@ class EventStream:
     so the client's last complete event is always a correct resume point.
     """
 
-    def __init__(self, settings: Settings, pool: BoundedPool, health: Health, fanout: Fanout,
-                 subscription: Subscription, since: int) -> None:
-        self._settings = settings
-        self._pool = pool
-        self._health = health
-        self._fanout = fanout
+    def __init__(self, resources: Resources, subscription: Subscription, since: int) -> None:
+        self._resources = resources
+        self._settings = resources.settings
+        self._pool = resources.pool
+        self._fanout = resources.fanout
         self._subscription = subscription
         self._scanned = since  # every readable message up to here has been buffered
-        self._capacity = settings.stream_buffer
+        self._capacity = resources.settings.stream_buffer
         self._buffer: list[bytes] = []
         self._ready = asyncio.Event()  # the buffer has something, or the stream is ending
         self._room = asyncio.Event()  # the writer has emptied the buffer
@@ -141,7 +139,7 @@ class EventStream:
         watchers = {
             asyncio.create_task(_disconnected(receive), name="stream-disconnect"): "client",
             asyncio.create_task(self._produce(), name="stream-producer"): "slow",
-            asyncio.create_task(self._health.wait_draining(), name="stream-drain"): "shutdown",
+            asyncio.create_task(self._resources.readiness.wait_draining(), name="stream-drain"): "shutdown",
             asyncio.create_task(self._watch_session(), name="stream-session"): "revoked",
         }
         try:
@@ -195,7 +193,8 @@ class EventStream:
         user = self._subscription.user_id
         while (upto := self._fanout.watermark) > self._scanned:
             limit = min(PAGE, await self._wait_for_room())
-            rows = await queries.messages_for_stream(self._pool, user, self._scanned, upto, limit)
+            rows = await queries.messages_for_stream(self._pool, user, after=self._scanned, upto=upto,
+                                                     limit=limit)
             self._buffer.extend(_event(row) for row in rows)
             if rows:
                 self._ready.set()
@@ -239,18 +238,16 @@ class EventStream:
 
         A revocation ends it at once (chatsvc.revocation); the periodic check is the safety net.
         """
-        settings = self._settings
         while True:
             try:
-                async with asyncio.timeout(settings.stream_session_check):
+                async with asyncio.timeout(self._settings.stream_session_check):
                     await self._subscription.revoked.wait()
                 return
             except TimeoutError:
                 pass
             try:
                 user = await queries.user_for_token(self._pool, self._subscription.digest,
-                                                    settings.session_idle_timeout,
-                                                    settings.session_touch_interval)
+                                                    self._resources.session_policy)
             except UNAVAILABLE_ERRORS:
                 continue  # the database is away; the stream waits for it like everything else
             if user != self._subscription.user_id:

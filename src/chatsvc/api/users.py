@@ -9,6 +9,7 @@ from chatsvc import queries
 from chatsvc.api.common import decode, json_response, read_body
 from chatsvc.errors import ApiError, ErrorCode
 from chatsvc.openapi import Operation, Reply, documented
+from chatsvc.resources import resources_of
 from chatsvc.schemas import Credentials, UserCreated, credentials_decoder, username_key
 
 
@@ -21,11 +22,12 @@ from chatsvc.schemas import Credentials, UserCreated, credentials_decoder, usern
 ))
 async def create_user(request: Request) -> Response:
     """Sign up `{"username", "password"}`: `201 {"id"}`, or 409 when the name is taken."""
-    state = request.app.state
+    resources = resources_of(request)
     credentials = decode(credentials_decoder, await read_body(request))
-    password_hash = await state.passwords.hash(credentials.password)
+    password_hash = await resources.passwords.hash(credentials.password)
     user_id = await queries.create_user(
-        state.pool, credentials.username, username_key(credentials.username), password_hash)
+        resources.pool, username=credentials.username, key=username_key(credentials.username),
+        password_hash=password_hash)
     if user_id is None:
         raise ApiError(ErrorCode.CONFLICT, "username: this name is taken")
     return json_response(UserCreated(user_id), status=201)

@@ -8,10 +8,10 @@ import logging
 from chatsvc import metrics
 from chatsvc.db import UNAVAILABLE_ERRORS, BoundedPool
 
-log = logging.getLogger("chatsvc.health")
+log = logging.getLogger("chatsvc.health")  # the logger name operators already filter on
 
 
-class Health:
+class Readiness:
     """Whether this process should receive traffic, and if not, why."""
 
     def __init__(self) -> None:

@@ -79,5 +79,5 @@ psql: $(STAMP) ## Open psql on DATABASE_URL, else on the private PostgreSQL
 clean: ## Remove .venv, the private PostgreSQL's data and caches
 	-for root in $(DEVDB) .data/test .data/bench; do \
 	  [ -x $(BIN)/chatsvc ] && $(BIN)/chatsvc devdb --root $$root stop 2>/dev/null; done; true
-	rm -rf $(VENV) .data .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .data .artifacts .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

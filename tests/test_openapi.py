@@ -42,6 +42,7 @@ from chatsvc.openapi import (
 )
 from chatsvc.readiness import Readiness
 from chatsvc.resources import Resources
+from chatsvc.web.assets import asset_table
 from tests.support import User, sign_up_and_log_in
 
 AUTHENTICATED = {"POST /logout", "GET /messages", "POST /messages", "GET /messages/stream"}
@@ -215,11 +216,23 @@ async def _logged_out(api: httpx.AsyncClient, alice: User, bob: User) -> httpx.R
     return await api.post("/logout", headers=fresh.auth)
 
 
+async def _revalidated(api: httpx.AsyncClient, path: str) -> httpx.Response:
+    etag = (await api.get(path)).headers["etag"]
+    return await api.get(path, headers={"If-None-Match": etag})
+
+
+STATIC_ROUTE = "GET /static/{version}/{name}"
 TOO_BIG = b'{"username": "' + b"x" * 70_000 + b'"}'
 NO_TOKEN = {"Authorization": "Bearer " + "n" * 43}
 
 SPOT_CHECKS: list[tuple[str, int, Request_]] = [
     ("GET /", 200, lambda api, a, b: api.get("/")),
+    ("GET /", 304, lambda api, a, b: _revalidated(api, "/")),
+    ("GET /docs", 200, lambda api, a, b: api.get("/docs")),
+    ("GET /docs", 304, lambda api, a, b: _revalidated(api, "/docs")),
+    (STATIC_ROUTE, 200, lambda api, a, b: api.get(asset_table().prefix + "app.css")),
+    (STATIC_ROUTE, 304, lambda api, a, b: _revalidated(api, asset_table().prefix + "main.js")),
+    (STATIC_ROUTE, 404, lambda api, a, b: api.get(asset_table().prefix + "missing.js")),
     ("GET /check", 200, lambda api, a, b: api.get("/check")),
     ("GET /openapi.json", 200, lambda api, a, b: api.get("/openapi.json")),
     ("POST /users", 201, lambda api, a, b: api.post(

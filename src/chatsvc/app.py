@@ -14,6 +14,7 @@ from chatsvc.middleware import DrainUnreadBody, HeaderLimits, InternalErrors, Re
 from chatsvc.observe import Observe
 from chatsvc.ratelimit import RateLimit
 from chatsvc.resources import Resources
+from chatsvc.web import pages
 
 CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
                         "Last-Event-ID"]
@@ -21,7 +22,9 @@ CORS_EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "RateLimit-Limit", "RateL
                         "RateLimit-Reset"]
 
 ROUTES = [
-    Route("/", health.root, methods=["GET"]),
+    Route("/", pages.root, methods=["GET"]),
+    Route("/docs", pages.docs, methods=["GET"]),
+    Route("/static/{version}/{name}", pages.static_file, methods=["GET"]),
     Route("/check", health.check, methods=["GET"]),
     Route("/users", users.create_user, methods=["POST"]),
     Route("/login", sessions.login, methods=["POST"]),

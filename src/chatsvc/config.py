@@ -162,6 +162,9 @@ class Settings:
     hash_threads: int = _setting(
         "CHATSVC_HASH_THREADS", "2", _integer(1, 256),
         "Threads hashing passwords, so logins never stall the event loop.")
+    web_client: bool = _setting(
+        "CHATSVC_WEB_CLIENT", "true", _boolean,
+        "Serve the browser client at `/`; false: a short page linking the API description instead.")
     cors_origins: tuple[str, ...] = _setting("CHATSVC_CORS_ORIGINS", "*", _origins,
                                              "Allowed CORS origins, comma-separated.")
     trusted_proxies: tuple[Any, ...] = _setting(

@@ -48,7 +48,7 @@ class Reply:
 
     description: str
     body: Any = None  # a wire type, a JSON Schema dict, or None for no body
-    media_type: str = "application/json"
+    media_type: str | tuple[str, ...] = "application/json"  # a tuple: any of these
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +218,9 @@ def _response(status: int, answer: Reply | str, schema_of: Mapping[Any, Any]) ->
                 "content": {"application/json": {"schema": schema}}}
     result: dict[str, Any] = {"description": answer.description, "headers": headers}
     if answer.body is not None:
-        result["content"] = {answer.media_type: {"schema": _schema(answer.body, schema_of)}}
+        media_types = (answer.media_type,) if isinstance(answer.media_type, str) else answer.media_type
+        result["content"] = {media_type: {"schema": _schema(answer.body, schema_of)}
+                             for media_type in media_types}
     return result
 
 

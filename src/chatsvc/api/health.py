@@ -1,36 +1,13 @@
-"""The root page and the public readiness probe."""
+"""The public readiness probe."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from chatsvc.errors import error_response, unavailable
 from chatsvc.openapi import Operation, Reply, documented
 from chatsvc.resources import resources_of
-
-ROOT_PAGE = """<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>chatsvc</title></head>
-<body>
-<h1>chatsvc</h1>
-<p>A chat API: users, sessions and text, image and video messages.</p>
-<ul>
-<li><a href="/openapi.json">API description (OpenAPI)</a></li>
-<li><a href="https://github.com/chatsvc/chatsvc#readme">README</a></li>
-</ul>
-</body>
-</html>
-"""
-
-
-@documented(Operation(
-    "A short HTML page naming the service",
-    {200: Reply("Links to this API description and the README.", {"type": "string"}, "text/html")},
-))
-async def root(request: Request) -> Response:
-    """A short HTML page naming the service and linking its API description and README."""
-    return HTMLResponse(ROOT_PAGE)
 
 
 @documented(Operation(

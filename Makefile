@@ -11,12 +11,18 @@ export CHATSVC_PORT ?= 8080
 export CHATSVC_ADMIN_PORT ?= 8081
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= chatsvc:$(VERSION)
+# The Containerfile's base: empty for its default (python:3.11-slim-bookworm from docker.io), or the
+# image `make base-image` makes from Debian's packages where no registry is reachable.
+BASE_IMAGE ?=
+LOCAL_BASE_IMAGE := localhost/chatsvc-base:bookworm
+# podman's settings for these hosts (runc, cgroupfs, host network), not the machine's own.
+export CONTAINERS_CONF ?= $(CURDIR)/deploy/podman/containers.conf
 FANOUT_ARGS ?= --streams 100 --messages 2000 --concurrency 1,8
 # Everything ruff checks: the package, the tests and the Python scripts in bin/.
-LINTED := src tests bin/update-readme bin/bench bin/bench-fanout
+LINTED := src tests bin/update-readme bin/bench bin/bench-fanout bin/build-image
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-rollout fuzz lint readme image migrate psql clean bench bench-scale
+.PHONY: help install run test test-rollout fuzz lint readme image base-image migrate psql clean bench bench-scale
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -63,12 +69,11 @@ lint: $(STAMP) ## Check style with ruff
 readme: $(STAMP) ## Regenerate README.md's routes, settings, targets and script from the code
 	$(BIN)/python bin/update-readme
 
-image: ## Build the container image (podman or buildah; IMAGE=chatsvc:VERSION)
-	@if command -v podman >/dev/null; then builder=podman; \
-	elif command -v buildah >/dev/null; then builder=buildah; \
-	else echo "make image: neither podman nor buildah is installed, so no image was built;" \
-	          "install one (apt-get install -y podman) and run make image again" >&2; exit 1; fi; \
-	set -x; $$builder build --file Containerfile --build-arg VERSION=$(VERSION) --tag $(IMAGE) .
+image: ## Build the container image with podman (IMAGE=chatsvc:VERSION, BASE_IMAGE=the Python base)
+	bin/build-image --tag $(IMAGE) $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
+
+base-image: ## Make the local base image from Debian's packages (debootstrap, as root; kept by podman)
+	bin/base-image $(LOCAL_BASE_IMAGE)
 
 migrate: $(STAMP) ## Apply pending migrations (to DATABASE_URL, else the private PostgreSQL)
 	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(BIN)/chatsvc migrate

@@ -62,6 +62,9 @@ class BoundedPool:
     def get_idle_size(self) -> int:
         return self._pool.get_idle_size()
 
+    def get_max_size(self) -> int:
+        return self._pool.get_max_size()
+
     async def close(self) -> None:
         await self._pool.close()
 

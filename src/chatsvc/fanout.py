@@ -150,7 +150,8 @@ class Fanout:
         self.ready = asyncio.Event()  # the watermark has been read from the database at least once
         self._streams: dict[int, set[Subscription]] = {}
         self._count = 0
-        self._pending: list[tuple[int, int, int]] = []  # heap of (id, sender, recipient) > watermark
+        # Heap of (id, sender, recipient, monotonic time of its notification), id > watermark.
+        self._pending: list[tuple[int, int, int, float]] = []
         self._wake_all_pending = False
         self.revocations = Revocations()
         self._kick = asyncio.Event()
@@ -229,14 +230,16 @@ class Fanout:
         except ValueError:
             log.warning("ignoring a malformed notification", extra={"channel": channel})
             return
+        now = time.monotonic()
         for event in events:
             if len(event) != 3:
                 continue
             message_id, sender, recipient = event
             if message_id <= self.watermark:
                 self._wake(sender, recipient)
+                metrics.STREAM_FANOUT_LAG.observe(0.0)
             else:
-                heapq.heappush(self._pending, (message_id, sender, recipient))
+                heapq.heappush(self._pending, (message_id, sender, recipient, now))
                 self._kick.set()
         if len(self._pending) > MAX_PENDING_EVENTS:
             self._pending.clear()
@@ -319,8 +322,10 @@ class Fanout:
             self.ready.set()
 
     def _deliver(self, everyone: bool) -> None:
+        now = time.monotonic()
         while self._pending and self._pending[0][0] <= self.watermark:
-            _, sender, recipient = heapq.heappop(self._pending)
+            _, sender, recipient, notified_at = heapq.heappop(self._pending)
+            metrics.STREAM_FANOUT_LAG.observe(now - notified_at)
             if not everyone:
                 self._wake(sender, recipient)
         if everyone:

@@ -38,6 +38,14 @@ POOL_SIZE = Gauge("chatsvc_db_pool_connections", "Open database connections.",
                   multiprocess_mode="livesum")
 POOL_IDLE = Gauge("chatsvc_db_pool_idle_connections", "Open database connections not in use.",
                   multiprocess_mode="livesum")
+POOL_MAX = Gauge("chatsvc_db_pool_max_connections",
+                 "The bound on open database connections (CHATSVC_DB_POOL_MAX per process).",
+                 multiprocess_mode="livesum")
+# Readiness as /check answers it; over worker processes the least ready one counts.
+READY = Gauge("chatsvc_ready", "1 while /check answers 200 (database reachable, not draining), else 0.",
+              multiprocess_mode="livemin")
+DATABASE_UP = Gauge("chatsvc_db_up", "1 while the last database probe (every CHATSVC_HEALTH_INTERVAL) "
+                    "succeeded, else 0.", multiprocess_mode="livemin")
 RATE_LIMITED = Counter("chatsvc_rate_limited_total", "Requests refused with 429, by limiter.",
                        ["limiter"])
 LOGINS = Counter("chatsvc_logins_total", "Login attempts by result.", ["result"])
@@ -46,6 +54,12 @@ MESSAGES_CREATED = Counter(
 PASSWORD_HASH_SECONDS = Histogram(
     "chatsvc_password_hash_seconds", "Time to hash or verify one password.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+PASSWORD_HASH_QUEUE = Gauge("chatsvc_password_hash_queue_depth",
+                            "Password hashes and verifications waiting for a hash thread or running on one.",
+                            multiprocess_mode="livesum")
+PASSWORD_HASH_REJECTED = Counter(
+    "chatsvc_password_hash_rejected_total",
+    "Sign-ups and logins answered 503 at once because the password-hash queue was full.")
 STREAMS_OPEN = Gauge("chatsvc_streams_open", "Event streams (GET /messages/stream) open now.",
                      multiprocess_mode="livesum")
 STREAM_EVENTS = Counter("chatsvc_stream_events_total", "Messages sent on event streams.")
@@ -53,6 +67,11 @@ STREAMS_ENDED = Counter(
     "chatsvc_streams_ended_total",
     "Event streams ended, by reason: client, slow (cut), shutdown (drain), revoked (session), error.",
     ["reason"])
+STREAM_FANOUT_LAG = Histogram(
+    "chatsvc_stream_fanout_lag_seconds",
+    "From a new message's notification reaching this process to its streams being woken "
+    "(the wait for older transactions to settle).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 STREAM_LISTENER_RECONNECTS = Counter(
     "chatsvc_stream_listener_reconnects_total", "Times the LISTEN connection was lost and remade.")
 BUILD_INFO = Gauge("chatsvc_build_info", "Always 1; the labels say what is running.",

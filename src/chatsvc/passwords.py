@@ -72,9 +72,11 @@ class Passwords:
 
     async def _run(self, function, *args):
         started = time.perf_counter()
+        metrics.PASSWORD_HASH_QUEUE.inc()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
         finally:
+            metrics.PASSWORD_HASH_QUEUE.dec()
             metrics.PASSWORD_HASH_SECONDS.observe(time.perf_counter() - started)
 
     def _verify_argon2(self, stored_hash: str, password: str) -> bool:

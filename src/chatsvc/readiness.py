@@ -29,6 +29,7 @@ class Readiness:
             self._draining.set()
         else:
             self._draining.clear()
+        self.publish()
 
     async def wait_draining(self) -> None:
         """Return once the drain has started."""
@@ -60,6 +61,12 @@ class Readiness:
         if ok and not self.database_ok:
             log.info("database reachable")
         self.database_ok = ok
+        self.publish()
+
+    def publish(self) -> None:
+        """Show the state as metrics: a pager watches them, not the probes kubelet sends."""
+        metrics.READY.set(self.ready)
+        metrics.DATABASE_UP.set(self.database_ok)
 
     async def watch_database(self, pool: BoundedPool, interval: float, timeout: float) -> None:
         """Probe the database every `interval` seconds until cancelled."""
@@ -67,4 +74,5 @@ class Readiness:
             await self.check_database(pool, min(timeout, interval))
             metrics.POOL_SIZE.set(pool.get_size())
             metrics.POOL_IDLE.set(pool.get_idle_size())
+            metrics.POOL_MAX.set(pool.get_max_size())
             await asyncio.sleep(interval)

@@ -1,0 +1,83 @@
+"""The metrics the alert rules watch: readiness, the database, the hash queue, the stream fan-out lag.
+
+In-process, against the suite's database: each metric follows the state it reports. That Prometheus
+reads them from a running server, and that every metric a rule names exists, is
+tests/test_prometheus.py's part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from prometheus_client import REGISTRY
+
+from chatsvc.config import Settings
+from chatsvc.db import create_pool
+from chatsvc.health import Health
+from chatsvc.passwords import Passwords
+from tests.support import User
+
+
+def sample(name: str) -> float:
+    value = REGISTRY.get_sample_value(name)
+    assert value is not None, f"{name} is not exported"
+    return value
+
+
+async def test_readiness_and_database_gauges_follow_the_health_state(settings: Settings):
+    pool = await create_pool(settings.replace(db_pool_min=0, db_pool_max=1))
+    health = Health()
+    await health.check_database(pool, settings.db_timeout)
+    assert (sample("chatsvc_ready"), sample("chatsvc_db_up")) == (1, 1)
+    health.draining = True
+    assert (sample("chatsvc_ready"), sample("chatsvc_db_up")) == (0, 1)
+    health.draining = False
+    await pool.close()  # every probe now fails as when the database is gone
+    await health.check_database(pool, settings.db_timeout)
+    assert (sample("chatsvc_ready"), sample("chatsvc_db_up")) == (0, 0)
+
+
+async def test_pool_bound_is_exported_with_the_pool_use(settings: Settings):
+    pool = await create_pool(settings.replace(db_pool_min=1, db_pool_max=3))
+    health = Health()
+    watcher = asyncio.create_task(health.watch_database(pool, interval=60, timeout=settings.db_timeout))
+    try:
+        for _ in range(100):
+            if REGISTRY.get_sample_value("chatsvc_db_pool_max_connections") == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert sample("chatsvc_db_pool_max_connections") == 3
+        assert sample("chatsvc_db_pool_connections") == 1
+    finally:
+        watcher.cancel()
+        await pool.close()
+
+
+async def test_the_hash_queue_depth_counts_waiting_and_running_hashes(settings: Settings):
+    passwords = Passwords(settings.replace(hash_threads=1))
+    try:
+        before = sample("chatsvc_password_hash_queue_depth")
+        hashes = [asyncio.create_task(passwords.hash(f"password-{n}")) for n in range(3)]
+        await asyncio.sleep(0)  # each task has queued its hash
+        assert sample("chatsvc_password_hash_queue_depth") == before + 3
+        await asyncio.gather(*hashes)
+        assert sample("chatsvc_password_hash_queue_depth") == before
+    finally:
+        passwords.close()
+
+
+async def test_the_fanout_lag_is_observed_for_each_new_message(client: httpx.AsyncClient, alice: User,
+                                                               bob: User):
+    before = sample("chatsvc_stream_fanout_lag_seconds_count")
+    sent = await client.post("/messages", headers=alice.auth,
+                             json={"recipient": bob.id, "content": {"type": "text", "text": "lag"}})
+    assert sent.status_code == 201, sent.text
+    deadline = time.monotonic() + 10
+    for _ in range(1000):
+        if sample("chatsvc_stream_fanout_lag_seconds_count") > before or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    assert sample("chatsvc_stream_fanout_lag_seconds_count") == before + 1
+    assert sample("chatsvc_stream_fanout_lag_seconds_sum") < 10

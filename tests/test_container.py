@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,8 +24,9 @@ import httpx
 import pytest
 import yaml
 
+from chatsvc.testing import DatabaseFactory, free_port, require_program, sign_up_and_log_in
 from tests.relay import UnixSocketRelay, over_tcp, unix_socket_of
-from tests.support import PROJECT_ROOT, DatabaseFactory, free_port, sign_up_and_log_in
+from tests.support import PROJECT_ROOT
 
 CONTAINERS_CONF = PROJECT_ROOT / "deploy" / "podman" / "containers.conf"
 BASE_IMAGE = "localhost/chatsvc-base:bookworm"
@@ -38,15 +38,6 @@ SIZE_BOUND_MB = 250
 FORBIDDEN_PROGRAMS = ("cc", "gcc", "c++", "g++", "clang", "make", "pip", "pip3", "pip3.11")
 STARTUP_BOUND = 60  # the Deployment's startupProbe: 60 failures, 1 s apart
 DEPLOYMENT = PROJECT_ROOT / "deploy" / "k8s" / "deployment.yaml"
-
-
-def require(program: str, package: str) -> None:
-    if shutil.which(program):
-        return
-    message = f"{program} is not installed (Debian package {package})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -88,7 +79,7 @@ def deployment_settings() -> dict[str, str]:
 def image() -> str:
     """The image, built (from the cached base and build layers, so usually in seconds)."""
     for program, package in (("podman", "podman"), ("runc", "runc"), ("debootstrap", "debootstrap")):
-        require(program, package)
+        require_program(program, package)
     if os.geteuid() != 0:
         pytest.skip("podman runs containers as root on these machines, and debootstrap needs root")
     env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}

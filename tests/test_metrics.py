@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 
 from chatsvc.config import Settings
 from chatsvc.db import create_pool
-from chatsvc.health import Health
 from chatsvc.passwords import Passwords
+from chatsvc.readiness import Readiness
 from tests.support import User
 
 
@@ -28,7 +28,7 @@ def sample(name: str) -> float:
 
 async def test_readiness_and_database_gauges_follow_the_health_state(settings: Settings):
     pool = await create_pool(settings.replace(db_pool_min=0, db_pool_max=1))
-    health = Health()
+    health = Readiness()
     await health.check_database(pool, settings.db_timeout)
     assert (sample("chatsvc_ready"), sample("chatsvc_db_up")) == (1, 1)
     health.draining = True
@@ -41,7 +41,7 @@ async def test_readiness_and_database_gauges_follow_the_health_state(settings: S
 
 async def test_pool_bound_is_exported_with_the_pool_use(settings: Settings):
     pool = await create_pool(settings.replace(db_pool_min=1, db_pool_max=3))
-    health = Health()
+    health = Readiness()
     watcher = asyncio.create_task(health.watch_database(pool, interval=60, timeout=settings.db_timeout))
     try:
         for _ in range(100):

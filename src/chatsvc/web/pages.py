@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from chatsvc.errors import ApiError, ErrorCode
 from chatsvc.openapi import Operation, Reply, documented
+from chatsvc.resources import resources_of
 from chatsvc.web.assets import ASSET_MEDIA_TYPES, asset_table
 
 # No inline script or style and no eval anywhere; the page may not be framed. Images of messages
@@ -48,7 +49,7 @@ _HTML = {"type": "string"}
 ))
 async def root(request: Request) -> Response:
     """The browser chat client (or, with the client off, a short page linking the API description)."""
-    if request.app.state.settings.web_client:
+    if resources_of(request).settings.web_client:
         return asset_table().page(request, "index.html", CLIENT_POLICY)
     return asset_table().page(request, "about.html", PLAIN_POLICY)
 

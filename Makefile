@@ -18,11 +18,11 @@ LOCAL_BASE_IMAGE := localhost/chatsvc-base:bookworm
 # podman's settings for these hosts (runc, cgroupfs, host network), not the machine's own.
 export CONTAINERS_CONF ?= $(CURDIR)/deploy/podman/containers.conf
 FANOUT_ARGS ?= --streams 100 --messages 2000 --concurrency 1,8
-# Everything ruff checks: the package, the tests and the Python scripts in bin/.
-LINTED := src tests bin/update-readme bin/bench bin/bench-fanout bin/build-image
+# Everything ruff checks: the package (the benchmark included), the tests and the Python scripts in bin/.
+LINTED := src tests bin/update-readme bin/build-image
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-rollout fuzz lint readme image base-image migrate psql clean bench bench-scale
+.PHONY: help install run test test-rollout fuzz lint readme image base-image migrate psql clean bench bench-scale bench-smoke
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,14 +54,13 @@ $(VENV)/.bench-installed: $(STAMP)
 	touch $@
 
 bench: $(VENV)/.bench-installed ## Load-test the routes vs pgbench and uvicorn, and stream fan-out (about 15 min); writes BENCHMARKS.md
-	$(BIN)/python bin/bench
-	{ echo; echo '## Fan-out: GET /messages/stream across processes'; echo; \
-	  echo 'From the 201 of a POST on one process to the event on a stream held by another, written by'; \
-	  echo '`bin/bench-fanout $(FANOUT_ARGS)` (see its docstring for the method).'; \
-	  echo; echo '```'; $(BIN)/python bin/bench-fanout $(FANOUT_ARGS); echo '```'; } >> BENCHMARKS.md
+	$(BIN)/python -m chatsvc.bench $(FANOUT_ARGS)
 
 bench-scale: $(VENV)/.bench-installed ## GET /messages with 10 thousand vs 10 million messages (about 15 min)
-	$(BIN)/python bin/bench --scale
+	$(BIN)/python -m chatsvc.bench --scale
+
+bench-smoke: $(VENV)/.bench-installed ## Every part of make bench, short and small (1-2 min); writes .data/bench/smoke.md
+	$(BIN)/python -m chatsvc.bench --smoke
 
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check $(LINTED)

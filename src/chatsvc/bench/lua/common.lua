@@ -1,5 +1,5 @@
--- Shared by the wrk scripts of bin/bench: the prefilled users and their session tokens
--- (BENCH_DATA, a Lua file bin/bench writes), request builders, and the JSON summary.
+-- Shared by the wrk scripts of `make bench`: the prefilled users and their session tokens
+-- (BENCH_DATA, a Lua file chatsvc.bench.data writes), request builders, and the JSON summary.
 --
 -- Every request comes from a random prefilled user and carries that user's own client
 -- address in X-Forwarded-For (the server trusts it from 127.0.0.1, as behind an ingress),
@@ -66,7 +66,7 @@ function M.init(args)
   math.randomseed(os.time() * 1000 + (thread_number or 0) * 7919)
 end
 
--- One line bin/bench parses: counts, and latencies in microseconds.
+-- One line chatsvc.bench.load parses: counts, and latencies in microseconds.
 function M.done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

@@ -1,0 +1,179 @@
+"""The data the benchmark runs on: a private PostgreSQL, and databases prefilled with users,
+sessions and messages of every content type."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import argon2
+import asyncpg
+
+from chatsvc import devdb
+from chatsvc.bench.options import DATA, PRODUCTION, log
+from chatsvc.migrate import migrate
+
+# Exactly what msgspec encodes for each content type (compact JSON, fields in struct order).
+# recipients = 0: each message to a random user; k > 0: to users 1..k in turn.
+INSERT_MESSAGES = """
+INSERT INTO messages (created_at, sender_id, recipient_id, content)
+SELECT now() - make_interval(secs => (($1::int - i) * 0.25)::float8),
+       1 + floor(random() * $2::int)::bigint,
+       CASE WHEN $3::int = 0 THEN 1 + floor(random() * $2::int)::bigint ELSE 1 + i % $3::int END,
+       (CASE
+          WHEN r < 0.7 THEN '{"type":"text","text":"'
+               || substr(repeat(md5(i::text) || ' ', 7), 1, 8 + (i * 37) % 200) || '"}'
+          WHEN r < 0.9 THEN '{"type":"image","url":"https://images.example.com/' || md5(i::text)
+               || '.jpg","width":' || 64 + i % 1000 || ',"height":' || 64 + i % 700 || '}'
+          WHEN i % 2 = 0 THEN '{"type":"video","url":"https://www.youtube.com/watch?v='
+               || substr(md5(i::text), 1, 11) || '","source":"youtube"}'
+          ELSE '{"type":"video","url":"https://vimeo.com/' || 1000000 + i || '","source":"vimeo"}'
+        END)::json
+FROM (SELECT i, random() AS r FROM generate_series(1, $1::int) AS i) AS s
+"""
+
+
+@dataclass
+class Dataset:
+    dsn: str
+    users: int
+    messages: int
+    readers: int  # the users whose inboxes GET /messages reads: 1..readers
+    password: str  # every user's
+    tokens: dict[int, str]  # user id -> session token
+    lua: Path  # the same, for the wrk scripts
+    seconds: float  # how long the prefill took
+    counts: dict[str, int] = field(default_factory=dict)  # messages per content type
+    size: str = ""
+
+
+@contextlib.contextmanager
+def private_cluster() -> Iterator[tuple[devdb.PrivateCluster, str]]:
+    """The bench cluster: devdb's settings, with shared_buffers large enough for the data set."""
+    devdb.SETTINGS = {**devdb.SETTINGS, "shared_buffers": "1GB", "max_connections": "300"}
+    cluster = devdb.PrivateCluster(DATA, durable=False)  # throwaway: fsync off, as BENCHMARKS.md says
+    try:
+        yield cluster, cluster.start()
+    finally:
+        cluster.stop()
+
+
+def postmaster_pid(cluster: devdb.PrivateCluster) -> int:
+    return int((cluster.data / "postmaster.pid").read_text().splitlines()[0])
+
+
+def with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+async def create_database(server_dsn: str, name: str) -> str:
+    """A new, empty, migrated database `name` (dropped first if a previous run left it)."""
+    await drop_database(server_dsn, name)
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = with_database(server_dsn, name)
+    await migrate(dsn)
+    return dsn
+
+
+async def drop_database(server_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def server_version(dsn: str) -> str:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return str(await connection.fetchval("SHOW server_version"))
+    finally:
+        await connection.close()
+
+
+async def prefill(
+    server_dsn: str, name: str, users: int, messages: int, recipients: int, readers: int
+) -> Dataset:
+    """A fresh database `name`: migrated, `users` users, `messages` messages, a session per user."""
+    started = time.monotonic()
+    dsn = await create_database(server_dsn, name)
+    password = "bench-" + secrets.token_urlsafe(12)
+    hasher = argon2.PasswordHasher(
+        time_cost=PRODUCTION.argon2_time_cost,
+        memory_cost=PRODUCTION.argon2_memory_kib,
+        parallelism=PRODUCTION.argon2_parallelism,
+        type=argon2.Type.ID,
+    )
+    password_hash = hasher.hash(password)  # one hash at production parameters, shared by every user
+    tokens = {uid: f"bench-{uid}-{secrets.token_hex(16)}" for uid in range(1, users + 1)}
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=PRODUCTION.session_lifetime)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("SET maintenance_work_mem = '512MB'")
+        # Every id is valid by construction: skip the per-row foreign key triggers.
+        await connection.execute("SET session_replication_role = replica")
+        await connection.execute(
+            "INSERT INTO users (id, username, username_key, password_hash)"
+            " SELECT i, 'bench-user-' || i, 'bench-user-' || i, $1 FROM generate_series(1, $2::int) AS i",
+            password_hash,
+            users,
+        )
+        await connection.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), $1)", users)
+        # Bulk load without the secondary indexes, then build them exactly as the migration did.
+        indexes = await connection.fetch(
+            "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS definition"
+            " FROM pg_index WHERE indrelid = 'messages'::regclass AND NOT indisprimary"
+        )
+        for index in indexes:
+            await connection.execute(f"DROP INDEX {index['name']}")
+        log(f"inserting {messages:,} messages into {name}")
+        await connection.execute(INSERT_MESSAGES, messages, users, recipients, timeout=None)
+        for index in indexes:
+            await connection.execute(index["definition"], timeout=None)
+        await connection.copy_records_to_table(
+            "sessions",
+            columns=["token_hash", "user_id", "expires_at"],
+            records=[
+                (hashlib.sha256(token.encode()).digest(), uid, expires) for uid, token in tokens.items()
+            ],
+        )
+        await connection.execute("RESET session_replication_role")
+        for table in ("users", "sessions", "messages"):
+            await connection.execute(f"VACUUM (ANALYZE) {table}", timeout=None)
+        counts = {
+            row["content_type"]: row["n"]
+            for row in await connection.fetch(
+                "SELECT content->>'type' AS content_type, count(*) AS n FROM messages GROUP BY 1 ORDER BY 1"
+            )
+        }
+        size = await connection.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
+    finally:
+        await connection.close()
+    lua = write_lua_data(DATA / f"{name}.lua", readers, password, tokens)
+    return Dataset(
+        dsn, users, messages, readers, password, tokens, lua, time.monotonic() - started, counts, size
+    )
+
+
+def write_lua_data(path: Path, readers: int, password: str, tokens: dict[int, str]) -> Path:
+    """The users, their password and session tokens as a Lua table, for lua/common.lua."""
+    lines = [
+        f"return {{\n  users = {len(tokens)},\n  readers = {readers},\n  password = {json.dumps(password)},",
+        "  tokens = {",
+        *(f"    {json.dumps(tokens[uid])}," for uid in range(1, len(tokens) + 1)),
+        "  },\n}\n",
+    ]
+    path.write_text("\n".join(lines))
+    return path

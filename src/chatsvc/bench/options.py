@@ -1,0 +1,131 @@
+"""What a benchmark run measures and how long: the options, the scenarios, where files go."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatsvc.config import Settings
+
+
+def _project_root() -> Path:
+    """The checkout this package runs from (an editable install), else the current directory."""
+    checkout = Path(__file__).resolve().parents[3]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+ROOT = _project_root()
+DATA = ROOT / ".data" / "bench"  # the private PostgreSQL, the wrk data files, the logs
+LOGS = DATA / "logs"
+RESULTS = DATA / "results.pickle"  # the last run's measurements, for --report-only
+PRODUCTION = Settings.from_env({})  # every setting at its default: what production runs
+
+
+class BenchError(Exception):
+    """Something the operator must fix; printed without a traceback, exit status 2."""
+
+
+def log(message: str) -> None:
+    print(f"bench [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    script: str  # the wrk script in lua/
+    pgbench: str | None = None  # which route's SQL pgbench runs for the comparison
+    profiled: bool = False
+
+
+SCENARIOS = {
+    s.key: s
+    for s in (
+        Scenario("check", "GET /check", "check.lua", profiled=True),
+        Scenario("post", "POST /messages", "messages_post.lua", pgbench="post", profiled=True),
+        Scenario("get", "GET /messages (100 per page)", "messages_get.lua", pgbench="get", profiled=True),
+        Scenario("login", "POST /login", "login.lua", pgbench="login"),
+        Scenario("mix", "90% GET / 10% POST /messages", "mix.lua", profiled=True),
+    )
+}
+UVICORN_SCENARIOS = ("check", "post", "get")
+
+
+@dataclass
+class Options:
+    """Every field can be set from the environment as BENCH_<FIELD> (BENCH_SECONDS=5)."""
+
+    seconds: float = 15  # each measured run
+    warmup: float = 5
+    runs: int = 2
+    connections: int = 32
+    threads: int = 2
+    users: int = 5000
+    messages: int = 1_000_000  # prefilled
+    storm_logins: int = 20
+    paced_connections: int = 8
+    pace_ms: int = 20
+    profile_seconds: int = 5
+    scale_small: int = 10_000
+    scale_large: int = 10_000_000
+    fanout_streams: int = 100
+    fanout_messages: int = 2000  # posted in each fan-out run
+    fanout_concurrency: tuple[int, ...] = (1, 8)  # concurrent posters, one run each
+    scenarios: tuple[str, ...] = tuple(SCENARIOS)
+    output: Path = ROOT / "BENCHMARKS.md"
+    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+
+    @classmethod
+    def smoke(cls) -> Options:
+        """A run of a minute or two that goes through every part, written beside the data."""
+        return cls(
+            seconds=2,
+            warmup=1,
+            runs=1,
+            connections=8,
+            users=1000,
+            messages=20_000,
+            storm_logins=4,
+            profile_seconds=1,
+            scale_small=2000,
+            scale_large=20_000,
+            fanout_streams=20,
+            fanout_messages=300,
+            output=DATA / "smoke.md",
+        )
+
+    def with_env(self, environ: Mapping[str, str]) -> Options:
+        """These options with each BENCH_<FIELD> set in `environ` in place of the field's value."""
+        changes: dict[str, object] = {}
+        for option in dataclasses.fields(self):
+            raw = environ.get(f"BENCH_{option.name.upper()}", "")
+            if option.name != "workers" and raw:
+                changes[option.name] = _parse(option.name, raw, getattr(self, option.name))
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(name: str, raw: str, current: object) -> object:
+    variable = f"BENCH_{name.upper()}"
+    if isinstance(current, Path):
+        return Path(raw)
+    if name == "scenarios":
+        keys = tuple(key for key in raw.split(",") if key)
+        if unknown := [key for key in keys if key not in SCENARIOS]:
+            raise BenchError(f"{variable}: no scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+        return keys
+    try:
+        if isinstance(current, tuple):
+            value: tuple[int, ...] | float = tuple(int(part) for part in raw.split(","))
+            numbers = list(value)
+        else:
+            value = type(current)(raw)  # type: ignore[call-arg]
+            numbers = [value]
+    except ValueError:
+        raise BenchError(f"{variable} must be a number (or a list of them), not {raw!r}") from None
+    if not all(0 < n < 1e9 for n in numbers):
+        raise BenchError(f"{variable} must be above 0 and below 10^9, not {raw!r}")
+    return value

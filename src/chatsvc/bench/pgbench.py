@@ -1,0 +1,183 @@
+"""The limit: pgbench running the very SQL a route runs, on the same data, as the routes' yardstick."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from chatsvc import queries
+from chatsvc.bench.load import Load, Meter, Run
+from chatsvc.bench.options import DATA, LOGS, PRODUCTION, ROOT, BenchError
+
+# pgbench runs at most 128 scripts; each of these stands for one user (its own session token).
+USERS = 100
+# The statements' parameters as pgbench variables (tok<n>: the n-th script's token hash). The
+# absent idempotency key and sender are NULL literals: a pgbench variable cannot be NULL.
+_AUTH = {2: ":idle", 3: ":touch"}
+_POST = {**_AUTH, 4: ":recipient", 5: ":content", 6: "NULL", 7: "NULL"}
+_GET = {**_AUTH, 4: ":me", 5: ":start", 6: ":limit"}
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_COLON_NAME = re.compile(r":(?=[A-Za-z_])")
+
+
+class Pgbench:
+    """pgbench against the dataset of `load`, sharing its settling, logs and shown commands."""
+
+    def __init__(self, load: Load, bindir: Path) -> None:
+        self.load, self.path = load, find_pgbench(bindir)
+
+    def run(self, kind: str, *, seconds: float | None = None, label: str = "") -> Run:
+        """The SQL of route `kind` (post, get, login) from as many clients as wrk uses."""
+        opts, data = self.load.opts, self.load.data
+        seconds = opts.seconds if seconds is None else seconds
+        files, defines = write_scripts(kind, data.users, data.readers, data.tokens, DATA / "pgbench")
+        prefix = LOGS / f"pgbench-{kind}-{label or 'warmup'}"
+        for stale in LOGS.glob(prefix.name + ".*"):
+            stale.unlink()
+        argv = [
+            self.path,
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(opts.connections),
+            "-j",
+            str(opts.threads),
+            "-T",
+            str(max(1, round(seconds))),
+            "-l",
+            "--log-prefix",
+            str(prefix),
+            *(arg for path in files for arg in ("-f", f"{path}@1")),
+            *(arg for name, value in defines.items() for arg in ("-D", f"{name}={value}")),
+            data.dsn,
+        ]
+        if label:
+            self.load.commands.setdefault(f"pgbench {kind}", shown_command(argv, files, defines))
+        self.load.settle()
+        with Meter(None, self.load.pg_pid) as meter:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=seconds + 120, check=False, cwd=LOGS
+            )
+        with (LOGS / f"pgbench-{kind}.log").open("a") as saved:
+            saved.write(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise BenchError(f"pgbench {kind} failed:\n{proc.stderr[-2000:]}")
+        return meter.fill(parse(proc.stdout, prefix))
+
+
+def script(kind: str, n: int, uid: int, users: int) -> str:
+    """The n-th script of route `kind`, played by user `uid`: exactly the SQL the route runs."""
+    token = {1: f":tok{n}"}
+    if kind == "post":
+        return f"\\set recipient random(1, {users})\n" + pgbench_sql(queries.SEND_MESSAGE, token | _POST)
+    if kind == "get":
+        return f"\\set me {uid}\n" + pgbench_sql(queries.LIST_MESSAGES, token | _GET)
+    if kind == "login":
+        new_session = {1: "sha256(random()::text::bytea)", 2: ":me", 3: ":lifetime"}
+        return (
+            f"\\set me {uid}\n"
+            + pgbench_sql(queries.USER_FOR_LOGIN, {1: f":uname{n}"})
+            + pgbench_sql(queries.CREATE_SESSION, new_session)
+        )
+    raise ValueError(kind)
+
+
+def pgbench_sql(sql: str, parameters: dict[int, str]) -> str:
+    """A route's statement with each `$n` replaced by a pgbench variable (or a literal).
+
+    pgbench takes every `:name` for a variable, even inside a string literal (`'HH24:MI:SS'`), so
+    such a literal is split after the colon (`'HH24:' || 'MI:' || 'SS'`): constants the planner
+    folds back into the same string.
+    """
+    sql = _LITERAL.sub(lambda m: _COLON_NAME.sub(":' || '", m.group(0)), sql.strip())
+    return re.sub(r"\$(\d+)", lambda m: parameters[int(m.group(1))], sql) + ";\n"
+
+
+def write_scripts(
+    kind: str, users: int, readers: int, tokens: dict[int, str], directory: Path
+) -> tuple[list[Path], dict[str, str]]:
+    """One script per sampled user (its own token), and the variables they share."""
+    directory.mkdir(parents=True, exist_ok=True)
+    step = max(1, readers // USERS)
+    uids = list(range(1, readers + 1, step))[:USERS]
+    defines = {
+        "idle": f"{PRODUCTION.session_idle_timeout:g}",
+        "touch": f"{PRODUCTION.session_touch_interval:g}",
+        "lifetime": f"{PRODUCTION.session_lifetime:g}",
+        "start": "0",
+        "limit": "100",  # the page size, as the route passes it (the statement fetches one more)
+        "content": json.dumps(
+            {"type": "text", "text": "on my way, see you in ten minutes"}, separators=(",", ":")
+        ),
+    }
+    files = []
+    for n, uid in enumerate(uids, start=1):
+        defines[f"tok{n}"] = "\\x" + hashlib.sha256(tokens[uid].encode()).hexdigest()
+        defines[f"uname{n}"] = f"bench-user-{uid}"
+        path = directory / f"{kind}-{n:03d}.sql"
+        path.write_text(script(kind, n, uid, users))
+        files.append(path)
+    return files, defines
+
+
+def find_pgbench(bindir: Path) -> str:
+    candidates = [
+        bindir / "pgbench",
+        shutil.which("pgbench"),
+        *sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    raise BenchError(
+        "pgbench is not installed: install PostgreSQL's client tools "
+        "(Debian: `apt-get install postgresql-contrib` or `postgresql`) and run again."
+    )
+
+
+def shown_command(argv: list[str], files: list[Path], defines: dict[str, str]) -> str:
+    """The command for the report: the first and last script, the variables that are not tokens."""
+    options = argv[1 : argv.index("-l")]
+    first, last = (str(path.relative_to(ROOT)) for path in (files[0], files[-1]))
+    variables = " ".join(
+        f"-D {k}={v!r}" if k == "content" else f"-D {k}={v}"
+        for k, v in defines.items()
+        if not k.startswith(("tok", "uname"))
+    )
+    return (
+        f"pgbench {' '.join(options)} -l -f {first}@1 ... -f {last}@1 "
+        f"-D tok1=\\x<sha256 of user 1's token> ... {variables} '<bench database URL>'"
+    )
+
+
+def parse(output: str, prefix: Path) -> Run:
+    """Counts from pgbench's summary; latencies from its per-transaction logs (`-l`)."""
+    processed = re.search(r"number of transactions actually processed: (\d+)", output)
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", output)
+    if not processed or not tps:
+        raise BenchError(f"pgbench printed no summary:\n{output[-2000:]}")
+    failed = re.search(r"number of failed transactions: (\d+)", output)
+    latencies = sorted(
+        int(line.split()[2])
+        for path in LOGS.glob(prefix.name + ".*")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    )
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1000 if latencies else 0.0
+
+    count, rate = int(processed.group(1)), float(tps.group(1))
+    return Run(
+        requests=count,
+        seconds=count / rate if rate else 0.0,
+        p50_ms=pct(0.50),
+        p99_ms=pct(0.99),
+        max_ms=(latencies[-1] / 1000 if latencies else 0.0),
+        non_2xx=int(failed.group(1)) if failed else 0,
+    )

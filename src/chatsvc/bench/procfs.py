@@ -1,0 +1,84 @@
+"""CPU time, memory and children of processes, read from Linux's /proc."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children(current))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes, and of their children that already exited."""
+    return sum(cpu_split(pids))
+
+
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of these processes and of their children that already exited."""
+    user = system = 0
+    for pid in pids:
+        if fields := _stat_fields(pid):
+            utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+            user += utime + cutime
+            system += stime + cstime
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
+
+
+def started_at(pid: int) -> int | None:
+    """When the process started (clock ticks after boot): with the pid, names one process for good."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None  # field 22, starttime
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A kibibyte figure of /proc/<pid>/status (VmRSS, VmHWM), 0 once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss(pids: list[int]) -> bool:
+    """Restart VmHWM from the current RSS (Linux >= 4.0), so each run reports its own peak."""
+    ok = True
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # field n of proc(5) is [n - 3]

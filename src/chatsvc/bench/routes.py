@@ -1,0 +1,170 @@
+"""`make bench`: every route under wrk, its SQL under pgbench, Hypercorn against uvicorn, a login
+storm, profiles and the stream fan-out, all on one prefilled database."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatsvc.bench.data import Dataset, postmaster_pid, prefill, private_cluster, server_version
+from chatsvc.bench.fanout import FanoutResult, run_fanout
+from chatsvc.bench.load import Load, Run
+from chatsvc.bench.machine import describe_machine
+from chatsvc.bench.options import LOGS, SCENARIOS, UVICORN_SCENARIOS, Options, Scenario, log
+from chatsvc.bench.pgbench import Pgbench
+from chatsvc.bench.servers import Server, chatsvc_server, http_get, uvicorn_server
+
+PROFILE_LINES = 15  # of each profile, in the report
+
+
+@dataclass
+class Results:
+    machine: dict[str, str] = field(default_factory=dict)
+    data: Dataset | None = None
+    routes: dict[str, list[Run]] = field(default_factory=dict)
+    pgbench: dict[str, list[Run]] = field(default_factory=dict)
+    uvicorn: dict[str, list[tuple[Run, Run]]] = field(default_factory=dict)  # (hypercorn, uvicorn)
+    storm: list[tuple[Run, Run, Run]] = field(default_factory=list)  # (quiet GET, GET in storm, logins)
+    profiles: dict[str, str] = field(default_factory=dict)
+    commands: dict[str, str] = field(default_factory=dict)
+    fanout: FanoutResult | None = None
+    started: str = ""
+    elapsed: float = 0.0
+
+
+def run_bench(opts: Options) -> Results:
+    results = Results(started=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    began = time.monotonic()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for old in LOGS.iterdir():
+        old.unlink()
+    servers: list[Server] = []
+    load: Load | None = None
+    with private_cluster() as (cluster, server_dsn):
+        try:
+            log(f"prefilling: {opts.users:,} users, {opts.messages:,} messages")
+            data = asyncio.run(prefill(server_dsn, "bench", opts.users, opts.messages, 0, opts.users))
+            results.data = data
+            log(f"prefilled in {data.seconds:.0f} s ({data.size})")
+            load = Load(opts, data, postmaster_pid(cluster))
+            pgbench = Pgbench(load, cluster.bindir)
+            results.machine = describe_machine(
+                load.wrk_path, pgbench.path, asyncio.run(server_version(data.dsn))
+            )
+            hyper = chatsvc_server(opts, data.dsn)
+            servers.append(hyper)
+            load.servers = list(servers)
+            hyper.start()
+            log(f"chatsvc serve: {opts.workers} workers on {hyper.url}")
+            for key in opts.scenarios:
+                measure_route(SCENARIOS[key], load, pgbench, hyper, results)
+            if "get" in opts.scenarios:
+                log_in_storm(opts, load, hyper, results)
+            uvicorn = uvicorn_server(opts, data.dsn)
+            servers.append(uvicorn)
+            load.servers = list(servers)
+            uvicorn.start()
+            log(f"uvicorn: {opts.workers} workers on {uvicorn.url}")
+            for key in (k for k in UVICORN_SCENARIOS if k in opts.scenarios):
+                against_uvicorn(SCENARIOS[key], load, hyper, uvicorn, results)
+            results.commands = load.commands
+        finally:
+            if load is not None:
+                load.stop_background()
+            for server in reversed(servers):
+                server.stop()
+        results.fanout = run_fanout(server_dsn, opts)
+    results.elapsed = time.monotonic() - began
+    return results
+
+
+def measure_route(scenario: Scenario, load: Load, pgbench: Pgbench, server: Server, results: Results) -> None:
+    """A warm-up, then the measured runs, each followed by pgbench on the same SQL; a profile."""
+    opts, key = load.opts, scenario.key
+    log(f"{scenario.title}: warm-up {opts.warmup:g} s")
+    load.wrk(scenario.script, server, seconds=opts.warmup, measure=False)
+    if scenario.pgbench:
+        pgbench.run(scenario.pgbench, seconds=opts.warmup)
+    for n in range(1, opts.runs + 1):
+        run = load.wrk(scenario.script, server, label=key)
+        results.routes.setdefault(key, []).append(run)
+        log(
+            f"{scenario.title} run {n}: {run.rate:,.0f} req/s, p99 {run.p99_ms:.1f} ms, "
+            f"non-2xx {run.non_2xx}, CPU {run.server_cpu:.2f} s/1000, peak RSS {run.peak_rss_mb:.0f} MB"
+        )
+        if scenario.pgbench:
+            limit = pgbench.run(scenario.pgbench, label=f"run{n}")
+            results.pgbench.setdefault(key, []).append(limit)
+            log(f"  pgbench {scenario.pgbench} run {n}: {limit.rate:,.0f} tps, p99 {limit.p99_ms:.1f} ms")
+    if scenario.profiled:
+        log(f"{scenario.title}: profiling one worker for {opts.profile_seconds} s")
+        results.profiles[key] = profile(load, scenario, server, opts.profile_seconds)
+
+
+def against_uvicorn(scenario: Scenario, load: Load, hyper: Server, uvicorn: Server, results: Results) -> None:
+    """Both servers up at once, their runs alternating: the machine's drift touches both alike."""
+    for server in (hyper, uvicorn):
+        load.wrk(scenario.script, server, seconds=load.opts.warmup, measure=False)
+    for n in range(1, load.opts.runs + 1):
+        pair = (
+            load.wrk(scenario.script, hyper, label=f"{scenario.key}-hypercorn"),
+            load.wrk(scenario.script, uvicorn, label=f"{scenario.key}-uvicorn"),
+        )
+        results.uvicorn.setdefault(scenario.key, []).append(pair)
+        log(
+            f"{scenario.title} run {n}: Hypercorn {pair[0].rate:,.0f} req/s, "
+            f"uvicorn {pair[1].rate:,.0f} req/s"
+        )
+
+
+def log_in_storm(opts: Options, load: Load, server: Server, results: Results) -> None:
+    """GET /messages at a fixed moderate load, alone and while clients log in continuously."""
+    log(
+        f"login storm: GET /messages paced ({opts.paced_connections} connections, {opts.pace_ms} ms "
+        f"apart) alone and with {opts.storm_logins} concurrent logins"
+    )
+    load.paced(server, measure=False)
+    for n in range(1, opts.runs + 1):
+        quiet = load.paced(server, "storm-quiet")
+        storm = load.wrk_in_background(
+            "login.lua", server, opts.seconds + 4, opts.storm_logins, "storm-logins"
+        )
+        time.sleep(2)  # the storm is at full strength before the measurement starts
+        stormy = load.paced(server, "storm-get", settle=False)
+        logins = load.finish(storm, "storm-logins")
+        results.storm.append((quiet, stormy, logins))
+        log(
+            f"login storm run {n}: GET p99 {quiet.p99_ms:.1f} ms alone, {stormy.p99_ms:.1f} ms in the "
+            f"storm ({logins.rate:.0f} logins/s)"
+        )
+
+
+def profile(load: Load, scenario: Scenario, server: Server, seconds: int) -> str:
+    """One worker under cProfile (the admin port's /debug/profile) while wrk runs the scenario."""
+    label = f"profile-{scenario.key}"
+    proc = load.wrk_in_background(scenario.script, server, seconds + 3, load.opts.connections, label)
+    time.sleep(1)
+    status, text = http_get(
+        f"http://127.0.0.1:{server.admin_port}/debug/profile?seconds={seconds}", seconds + 30
+    )
+    load.finish(proc, label)
+    if status != 200:
+        return f"(profile failed: {status} {text[:200]})"
+    return top_of_profile(text)
+
+
+def top_of_profile(text: str) -> str:
+    """The header and the first lines of the `by own time` table, with paths shortened."""
+    lines = text.split("by own time ===", 1)[-1].splitlines()
+    calls = next((line.strip() for line in lines if "function calls" in line), "")
+    header = next((i for i, line in enumerate(lines) if line.strip().startswith("ncalls")), None)
+    if header is None:
+        return text[:3000]
+    shortened = "\n".join(line for line in lines[header : header + 1 + PROFILE_LINES] if line.strip())
+    for prefix in sorted({str(Path(p)) + "/" for p in sys.path if p}, key=len, reverse=True):
+        shortened = shortened.replace(prefix, "")
+    return f"{calls}\n{shortened}"

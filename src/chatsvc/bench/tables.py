@@ -1,0 +1,278 @@
+"""The report's tables: one Markdown table writer, and what goes in each table."""
+
+# ruff: noqa: RUF001 (the tables write multiplication and division signs)
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from chatsvc.bench.options import SCENARIOS
+
+if TYPE_CHECKING:
+    from chatsvc.bench.fanout import FanoutResult
+    from chatsvc.bench.load import Run
+    from chatsvc.bench.routes import Results
+    from chatsvc.bench.scale import Growth
+
+
+def table(header: str, rows: Iterable[Sequence[object]], align: str = "lr") -> str:
+    """A Markdown table of columns named in `header` ("a | b"); `align` has an l or r for each of
+    the first columns, and its last letter goes for the rest (default: the first left, the rest right)."""
+    columns = header.split(" | ")
+    sides = align.ljust(len(columns), align[-1])
+    rule = "|".join("---" if side == "l" else "--:" for side in sides)
+    lines = [f"| {header} |", f"|{rule}|"]
+    lines += [f"| {' | '.join(str(cell) for cell in row)} |" for row in rows]
+    return "\n".join(lines)
+
+
+def mean(values: Iterable[float | None]) -> float:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else float("nan")
+
+
+def num(value: float | None, digits: int = 0) -> str:
+    if value is None or value != value:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(value: float) -> str:
+    """Two decimals, or four for the tiny ratio of login to its SQL."""
+    return num(value, 2) if value >= 0.1 or value != value else f"{value:.4f}"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def title(key: str) -> str:
+    return SCENARIOS[key].title
+
+
+def headline(results: Results) -> str:
+    """Each route's means, and each run's ratio to pgbench and to uvicorn."""
+    rows = []
+    for key, runs in results.routes.items():
+        limit = results.pgbench.get(key, [])
+        to_pgbench = " / ".join(ratio(r.rate / p.rate) for r, p in zip(runs, limit, strict=False))
+        to_uvicorn = " / ".join(num(h.rate / u.rate, 2) for h, u in results.uvicorn.get(key, []))
+        rows.append(
+            [
+                title(key),
+                num(mean(r.rate for r in runs)),
+                num(mean(r.p99_ms for r in runs), 1),
+                num(mean(r.server_cpu for r in runs), 3),
+                num(mean(p.rate for p in limit)) if limit else "–",
+                to_pgbench or "–",
+                to_uvicorn or "–",
+            ]
+        )
+    header = (
+        "route | chatsvc req/s | p99 ms | CPU s / 1000 req | pgbench tps, same SQL | "
+        "route ÷ pgbench | Hypercorn ÷ uvicorn"
+    )
+    return table(header, rows)
+
+
+def routes(results: Results) -> str:
+    header = (
+        "scenario | run | req/s | p50 ms | p99 ms | max ms | non-2xx | socket errors | "
+        "chatsvc CPU s/1000 | of which kernel | PostgreSQL CPU s/1000 | wrk CPU s/1000 | "
+        "peak RSS/worker MB"
+    )
+    rows = [
+        [
+            *_measured(key, n, r),
+            r.socket_errors,
+            num(r.server_cpu, 3),
+            num(r.server_sys, 3),
+            num(r.pg_cpu, 3),
+            num(r.client_cpu, 3),
+            num(r.peak_rss_mb),
+        ]
+        for key, runs in results.routes.items()
+        for n, r in enumerate(runs, start=1)
+    ]
+    return table(header, rows)
+
+
+def pgbench(results: Results) -> str:
+    header = (
+        "SQL of | run | tps | p50 ms | p99 ms | max ms | failed | PostgreSQL CPU s/1000 | "
+        "pgbench CPU s/1000 | route req/s, same run | route ÷ pgbench"
+    )
+    rows = [
+        [
+            *_measured(key, n, p),
+            num(p.pg_cpu, 3),
+            num(p.client_cpu, 3),
+            num(r.rate),
+            ratio(r.rate / p.rate),
+        ]
+        for key, runs in results.pgbench.items()
+        for n, (p, r) in enumerate(zip(runs, results.routes[key], strict=False), start=1)
+    ]
+    return table(header, rows)
+
+
+def uvicorn(results: Results) -> str:
+    header = (
+        "route | run | Hypercorn req/s | uvicorn req/s | Hypercorn ÷ uvicorn | "
+        "Hypercorn p99 ms | uvicorn p99 ms | Hypercorn CPU s/1000 | uvicorn CPU s/1000 | "
+        "Hypercorn / uvicorn peak RSS MB"
+    )
+    rows = [
+        [
+            title(key),
+            n,
+            num(h.rate),
+            num(u.rate),
+            num(h.rate / u.rate, 2),
+            num(h.p99_ms, 2),
+            num(u.p99_ms, 2),
+            num(h.server_cpu, 3),
+            num(u.server_cpu, 3),
+            f"{num(h.peak_rss_mb)} / {num(u.peak_rss_mb)}",
+        ]
+        for key, pairs in results.uvicorn.items()
+        for n, (h, u) in enumerate(pairs, start=1)
+    ]
+    return table(header, rows)
+
+
+def storm(results: Results) -> str:
+    header = (
+        "run | GET req/s alone | GET p50 / p99 ms alone | GET req/s in storm | "
+        "GET p50 / p99 ms in storm | p99 ratio | logins/s | login p50 / p99 ms | login non-2xx | "
+        "peak RSS/worker MB"
+    )
+    rows = [
+        [
+            n,
+            num(quiet.rate),
+            _p50_p99(quiet, 2),
+            num(stormy.rate),
+            _p50_p99(stormy, 2),
+            num(stormy.p99_ms / quiet.p99_ms, 2),
+            num(logins.rate, 1),
+            _p50_p99(logins, 0),
+            logins.non_2xx,
+            num(stormy.peak_rss_mb),
+        ]
+        for n, (quiet, stormy, logins) in enumerate(results.storm, start=1)
+    ]
+    return table(header, rows, align="r")
+
+
+def targets(results: Results) -> str:
+    """Each target's value in each run, and whether every run met it."""
+    rows: list[list[str]] = []
+
+    def row(name: str, values: list[float], met: Callable[[float], bool], shown: str, why: str = "") -> None:
+        ok = bool(values) and all(met(v) for v in values)
+        rows.append([name, *(shown.format(v) for v in values), f"{verdict(ok)}{why}"])
+
+    for key in ("post", "get"):
+        if key in results.pgbench:
+            ratios = [
+                r.rate / p.rate for r, p in zip(results.routes[key], results.pgbench[key], strict=False)
+            ]
+            short = ", ".join(f"{(0.5 - x) / 0.5:.0%} short" for x in ratios if x < 0.5)
+            row(
+                f"{title(key)} ≥ 0.5 × pgbench (same SQL)",
+                ratios,
+                lambda x: x >= 0.5,
+                "{:.2f}",
+                f" ({short})" if short else "",
+            )
+    if results.storm:
+        ratios = [s.p99_ms / q.p99_ms for q, s, _ in results.storm]
+        over = ", ".join(f"{x / 2:.1f} × the bound" for x in ratios if x > 2)
+        row(
+            "GET /messages p99 in a login storm ≤ 2 × without",
+            ratios,
+            lambda x: x <= 2,
+            "× {:.2f}",
+            f" ({over})" if over else "",
+        )
+    message_runs = [runs for key, runs in results.routes.items() if key != "login"]
+    if message_runs:
+        per_run = [
+            max((runs[i].peak_rss_mb or 0) for runs in message_runs if len(runs) > i)
+            for i in range(max(len(r) for r in message_runs))
+        ]
+        row("peak RSS per worker ≤ 100 MB (message routes)", per_run, lambda x: x <= 100, "{:.0f} MB")
+    logins = [r.peak_rss_mb or 0 for r in results.routes.get("login", [])]
+    if not logins and results.storm:
+        logins = [max((s.peak_rss_mb or 0) for _, s, _ in results.storm)]
+    if logins:
+        row("peak RSS per worker ≤ 100 MB (during logins)", logins, lambda x: x <= 100, "{:.0f} MB")
+    runs = max((len(r) - 2 for r in rows), default=0)  # a row: the target, its values, the verdict
+    rows = [[*r[:-1], *(["–"] * (runs + 2 - len(r))), r[-1]] for r in rows]
+    header = " | ".join(["target", *(f"run {n}" for n in range(1, runs + 1)), "verdict"])
+    return table(header, rows, align="l" + "r" * runs + "l")
+
+
+def machine(results: Results) -> str:
+    return table(" | ", results.machine.items(), align="l")
+
+
+def growth(result: Growth) -> str:
+    header = (
+        "messages | prefill s | database | run | paced p50 ms | paced p99 ms | saturated req/s | "
+        "saturated p99 ms"
+    )
+    rows = [
+        [
+            f"{t.messages:,}",
+            f"{t.prefill_seconds:.0f}",
+            t.size,
+            n,
+            num(p.p50_ms, 2),
+            num(p.p99_ms, 2),
+            num(s.rate),
+            num(s.p99_ms, 2),
+        ]
+        for t in result.tables
+        for n, (p, s) in enumerate(zip(t.paced, t.loaded, strict=False), start=1)
+    ]
+    return table(header, rows, align="r")
+
+
+def fanout(result: FanoutResult) -> str:
+    header = (
+        "posters | messages/s | received | missing | duplicates | "
+        "201 → event p50 / p99 / max ms | POST → event p50 / p99 / max ms"
+    )
+    rows = [
+        [
+            run.concurrency,
+            num(run.messages / run.seconds),
+            run.received,
+            run.missing,
+            run.duplicates,
+            " / ".join(num(v, 2) for v in (run.from_201.p50_ms, run.from_201.p99_ms, run.from_201.max_ms)),
+            " / ".join(num(v, 2) for v in (run.from_post.p50_ms, run.from_post.p99_ms, run.from_post.max_ms)),
+        ]
+        for run in result.runs
+    ]
+    return table(header, rows, align="r")
+
+
+def _measured(key: str, n: int, run: Run) -> list[object]:
+    """The cells that start a row of the routes and of pgbench: what, which run, rate, latency, failed."""
+    return [
+        title(key),
+        n,
+        num(run.rate),
+        num(run.p50_ms, 2),
+        num(run.p99_ms, 2),
+        num(run.max_ms, 1),
+        run.non_2xx,
+    ]
+
+
+def _p50_p99(run: Run, digits: int) -> str:
+    return f"{num(run.p50_ms, digits)} / {num(run.p99_ms, digits)}"

@@ -12,14 +12,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import argon2
 import asyncpg
 
 from chatsvc import devdb
 from chatsvc.bench.options import DATA, PRODUCTION, log
-from chatsvc.migrate import migrate
+from chatsvc.testing import DatabaseFactory
 
 # Exactly what msgspec encodes for each content type (compact JSON, fields in struct order).
 # recipients = 0: each message to a random user; k > 0: to users 1..k in turn.
@@ -70,31 +69,6 @@ def postmaster_pid(cluster: devdb.PrivateCluster) -> int:
     return int((cluster.data / "postmaster.pid").read_text().splitlines()[0])
 
 
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-async def create_database(server_dsn: str, name: str) -> str:
-    """A new, empty, migrated database `name` (dropped first if a previous run left it)."""
-    await drop_database(server_dsn, name)
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(server_dsn, name)
-    await migrate(dsn)
-    return dsn
-
-
-async def drop_database(server_dsn: str, name: str) -> None:
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def server_version(dsn: str) -> str:
     connection = await asyncpg.connect(dsn)
     try:
@@ -104,11 +78,12 @@ async def server_version(dsn: str) -> str:
 
 
 async def prefill(
-    server_dsn: str, name: str, users: int, messages: int, recipients: int, readers: int
+    databases: DatabaseFactory, name: str, users: int, messages: int, recipients: int, readers: int
 ) -> Dataset:
-    """A fresh database `name`: migrated, `users` users, `messages` messages, a session per user."""
+    """A fresh database of `databases` (the caller drops it): migrated, `users` users, `messages`
+    messages, a session per user. `name` names it in the log and names its wrk data file."""
     started = time.monotonic()
-    dsn = await create_database(server_dsn, name)
+    dsn = await databases.create(migrated=True)
     password = "bench-" + secrets.token_urlsafe(12)
     hasher = argon2.PasswordHasher(
         time_cost=PRODUCTION.argon2_time_cost,

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import httpx
 import uvloop
 
-from chatsvc.bench.data import create_database, drop_database, server_version
+from chatsvc.bench.data import server_version
 from chatsvc.bench.options import Options, log
-from chatsvc.bench.servers import Server, fanout_server
+from chatsvc.bench.servers import BenchServer, fanout_server
+from chatsvc.testing import DatabaseFactory, User, client_for, make_users
 
 WARMUP = 50  # the first messages of each run, not counted: connections and statements warm up
-DATABASE = "bench_fanout"
 
 
 @dataclass
@@ -70,21 +70,22 @@ def run_fanout(server_dsn: str, opts: Options) -> FanoutResult:
 
 
 async def _fanout(server_dsn: str, opts: Options) -> FanoutResult:
-    dsn = await create_database(server_dsn, DATABASE)
-    settings = {"CHATSVC_STREAM_MAX_PER_PROCESS": str(opts.fanout_streams + 10), "CHATSVC_DB_POOL_MAX": "20"}
-    servers = [fanout_server(dsn, name, settings) for name in ("fanout-a", "fanout-b")]
+    databases = DatabaseFactory(server_dsn, prefix="bench_fanout")
+    dsn = await databases.create(migrated=True)
+    streams = str(opts.fanout_streams + 10)
+    servers = [
+        fanout_server(dsn, name, CHATSVC_STREAM_MAX_PER_PROCESS=streams, CHATSVC_DB_POOL_MAX="20")
+        for name in ("fanout-a", "fanout-b")
+    ]
     try:
         for server in servers:
             await asyncio.to_thread(server.start)
         a, b = servers
         result = FanoutResult(opts.fanout_streams, opts.fanout_messages, await server_version(dsn))
         log(f"fan-out: {opts.fanout_streams} streams on B, {opts.fanout_messages} messages per run")
-        async with httpx.AsyncClient(
-            base_url=a.url, timeout=30, limits=httpx.Limits(max_connections=64)
-        ) as client:
-            users = await asyncio.gather(*(_sign_up(client, n) for n in range(opts.fanout_streams + 1)))
+        sender, *recipients = await make_users(a, opts.fanout_streams + 1)
         for concurrency in opts.fanout_concurrency:
-            run = await _run(a, b, users[0], users[1:], opts.fanout_messages, concurrency)
+            run = await _run(a, b, sender, recipients, opts.fanout_messages, concurrency)
             result.runs.append(run)
             log(
                 f"fan-out, {concurrency} posters: 201 -> event p50 {run.from_201.p50_ms:.2f} ms, "
@@ -94,22 +95,7 @@ async def _fanout(server_dsn: str, opts: Options) -> FanoutResult:
     finally:
         for server in servers:
             await asyncio.to_thread(server.stop)
-        await drop_database(server_dsn, DATABASE)
-
-
-@dataclass
-class _User:
-    id: int
-    token: str
-
-
-async def _sign_up(client: httpx.AsyncClient, n: int) -> _User:
-    credentials = {"username": f"fanout-{n}", "password": "fanout-password"}
-    created = await client.post("/users", json=credentials)
-    created.raise_for_status()
-    login = await client.post("/login", json=credentials)
-    login.raise_for_status()
-    return _User(created.json()["id"], login.json()["token"])
+        await databases.drop_all()
 
 
 @dataclass
@@ -129,7 +115,7 @@ class _Arrivals:
 
 
 async def _run(
-    a: Server, b: Server, sender: _User, recipients: list[_User], messages: int, concurrency: int
+    a: BenchServer, b: BenchServer, sender: User, recipients: list[User], messages: int, concurrency: int
 ) -> FanoutRun:
     arrivals = _Arrivals(expected=messages)
     ready = [asyncio.Event() for _ in recipients]
@@ -149,7 +135,6 @@ async def _run(
                 started = time.perf_counter()
                 response = await client.post(
                     "/messages",
-                    headers={"Authorization": f"Bearer {sender.token}"},
                     json={"recipient": recipient.id, "content": {"type": "text", "text": f"bench {n}"}},
                 )
                 done = time.perf_counter()
@@ -158,8 +143,8 @@ async def _run(
                 answered[message_id], sent[message_id] = done, started
 
         started = time.perf_counter()
-        async with httpx.AsyncClient(
-            base_url=a.url, timeout=30, limits=httpx.Limits(max_connections=concurrency)
+        async with client_for(
+            a, sender, timeout=30, limits=httpx.Limits(max_connections=concurrency)
         ) as client:
             await asyncio.gather(*(post(client) for _ in range(concurrency)))
         posting = time.perf_counter() - started
@@ -182,7 +167,7 @@ async def _run(
     )
 
 
-async def _read_stream(port: int, user: _User, arrivals: _Arrivals, opened: asyncio.Event) -> None:
+async def _read_stream(port: int, user: User, arrivals: _Arrivals, opened: asyncio.Event) -> None:
     """A minimal SSE client: one connection, chunked decoding, `id:` lines of `message` events."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:

@@ -12,23 +12,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from chatsvc.bench.data import Dataset
 from chatsvc.bench.options import LOGS, ROOT, BenchError, Options, log
-from chatsvc.bench.procfs import cpu_seconds, cpu_split, process_tree, reset_peak_rss, status_kib
+from chatsvc.bench.procfs import cpu_seconds, cpu_split, reset_peak_rss, status_kib, tree
+from chatsvc.bench.servers import BenchServer
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
-
-
-class Measured(Protocol):
-    """A server whose processes a run measures (see servers.py)."""
-
-    url: str
-
-    def workers(self) -> list[int]: ...
-
-    def tree(self) -> list[int]: ...
 
 
 @dataclass
@@ -57,7 +47,7 @@ class Run:
 class Meter:
     """CPU of the server's processes, of PostgreSQL's and of our own clients, and workers' peak RSS."""
 
-    def __init__(self, server: Measured | None, pg_pid: int) -> None:
+    def __init__(self, server: BenchServer | None, pg_pid: int) -> None:
         self.server, self.pg_pid = server, pg_pid
 
     def __enter__(self) -> Meter:
@@ -65,14 +55,14 @@ class Meter:
             self.workers = self.server.workers()
             reset_peak_rss(self.workers)
             self.server_cpu = cpu_split(self.server.tree())
-        self.pg_cpu = cpu_seconds(process_tree(self.pg_pid))
+        self.pg_cpu = cpu_seconds(tree(self.pg_pid))
         self.client = resource.getrusage(resource.RUSAGE_CHILDREN)
         return self
 
     def __exit__(self, *exc: object) -> None:
         client = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.client_seconds = client.ru_utime + client.ru_stime - self.client.ru_utime - self.client.ru_stime
-        self.pg_seconds = cpu_seconds(process_tree(self.pg_pid)) - self.pg_cpu
+        self.pg_seconds = cpu_seconds(tree(self.pg_pid)) - self.pg_cpu
         if self.server:
             user, system = cpu_split(self.server.tree())
             self.server_seconds = user + system - sum(self.server_cpu)
@@ -100,7 +90,7 @@ class Load:
         self.wrk_path = find_wrk()
         self.background: list[subprocess.Popen[str]] = []
         self.commands: dict[str, str] = {}
-        self.servers: list[Measured] = []  # all that must be idle before a run starts
+        self.servers: list[BenchServer] = []  # all that must be idle before a run starts
 
     def settle(self, limit: float = 90) -> None:
         """Wait until the servers are idle: logins queued by a run whose clients have gone keep
@@ -118,7 +108,7 @@ class Load:
     def wrk(
         self,
         script: str,
-        server: Measured,
+        server: BenchServer,
         *,
         seconds: float | None = None,
         connections: int | None = None,
@@ -142,7 +132,9 @@ class Load:
             saved.write(proc.stdout + proc.stderr)
         return meter.fill(parse_wrk(proc))
 
-    def paced(self, server: Measured, label: str = "", *, measure: bool = True, settle: bool = True) -> Run:
+    def paced(
+        self, server: BenchServer, label: str = "", *, measure: bool = True, settle: bool = True
+    ) -> Run:
         """GET /messages at a fixed moderate load: each connection waits pace_ms between requests
         (a warm-up unless `measure`)."""
         return self.wrk(
@@ -157,7 +149,7 @@ class Load:
         )
 
     def wrk_in_background(
-        self, script: str, server: Measured, seconds: float, connections: int, label: str
+        self, script: str, server: BenchServer, seconds: float, connections: int, label: str
     ) -> subprocess.Popen[str]:
         argv = self._argv(script, server.url, seconds, connections)
         if not label.startswith("profile"):

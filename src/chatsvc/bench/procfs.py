@@ -5,24 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from chatsvc.testing import descendants
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def process_tree(pid: int) -> list[int]:
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children(current))
-    return tree
+def tree(pid: int) -> list[int]:
+    """The process and its live descendants."""
+    return [pid, *descendants(pid)]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -39,12 +29,6 @@ def cpu_split(pids: list[int]) -> tuple[float, float]:
             user += utime + cutime
             system += stime + cstime
     return user / CLOCK_TICKS, system / CLOCK_TICKS
-
-
-def started_at(pid: int) -> int | None:
-    """When the process started (clock ticks after boot): with the pid, names one process for good."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None  # field 22, starttime
 
 
 def cmdline(pid: int) -> bytes:

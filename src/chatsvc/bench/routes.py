@@ -4,6 +4,7 @@ storm, profiles and the stream fan-out, all on one prefilled database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import sys
 import time
@@ -16,7 +17,8 @@ from chatsvc.bench.load import Load, Run
 from chatsvc.bench.machine import describe_machine
 from chatsvc.bench.options import LOGS, SCENARIOS, UVICORN_SCENARIOS, Options, Scenario, log
 from chatsvc.bench.pgbench import Pgbench
-from chatsvc.bench.servers import Server, chatsvc_server, http_get, uvicorn_server
+from chatsvc.bench.servers import BenchServer, chatsvc_server, profile_of, uvicorn_server
+from chatsvc.testing import DatabaseFactory
 
 PROFILE_LINES = 15  # of each profile, in the report
 
@@ -42,47 +44,40 @@ def run_bench(opts: Options) -> Results:
     LOGS.mkdir(parents=True, exist_ok=True)
     for old in LOGS.iterdir():
         old.unlink()
-    servers: list[Server] = []
-    load: Load | None = None
     with private_cluster() as (cluster, server_dsn):
-        try:
+        with contextlib.ExitStack() as cleanup:  # the servers and the data go before the fan-out
+            databases = DatabaseFactory(server_dsn, prefix="bench")
+            cleanup.callback(lambda: asyncio.run(databases.drop_all()))
             log(f"prefilling: {opts.users:,} users, {opts.messages:,} messages")
-            data = asyncio.run(prefill(server_dsn, "bench", opts.users, opts.messages, 0, opts.users))
+            data = asyncio.run(prefill(databases, "bench", opts.users, opts.messages, 0, opts.users))
             results.data = data
             log(f"prefilled in {data.seconds:.0f} s ({data.size})")
             load = Load(opts, data, postmaster_pid(cluster))
+            cleanup.callback(load.stop_background)
             pgbench = Pgbench(load, cluster.bindir)
-            results.machine = describe_machine(
-                load.wrk_path, pgbench.path, asyncio.run(server_version(data.dsn))
-            )
-            hyper = chatsvc_server(opts, data.dsn)
-            servers.append(hyper)
-            load.servers = list(servers)
-            hyper.start()
+            postgresql = asyncio.run(server_version(data.dsn))
+            results.machine = describe_machine(load.wrk_path, pgbench.path, postgresql)
+            hyper = cleanup.enter_context(chatsvc_server(opts, data.dsn))
+            load.servers = [hyper]
             log(f"chatsvc serve: {opts.workers} workers on {hyper.url}")
             for key in opts.scenarios:
                 measure_route(SCENARIOS[key], load, pgbench, hyper, results)
             if "get" in opts.scenarios:
                 log_in_storm(opts, load, hyper, results)
-            uvicorn = uvicorn_server(opts, data.dsn)
-            servers.append(uvicorn)
-            load.servers = list(servers)
-            uvicorn.start()
+            uvicorn = cleanup.enter_context(uvicorn_server(opts, data.dsn))
+            load.servers = [hyper, uvicorn]
             log(f"uvicorn: {opts.workers} workers on {uvicorn.url}")
             for key in (k for k in UVICORN_SCENARIOS if k in opts.scenarios):
                 against_uvicorn(SCENARIOS[key], load, hyper, uvicorn, results)
             results.commands = load.commands
-        finally:
-            if load is not None:
-                load.stop_background()
-            for server in reversed(servers):
-                server.stop()
         results.fanout = run_fanout(server_dsn, opts)
     results.elapsed = time.monotonic() - began
     return results
 
 
-def measure_route(scenario: Scenario, load: Load, pgbench: Pgbench, server: Server, results: Results) -> None:
+def measure_route(
+    scenario: Scenario, load: Load, pgbench: Pgbench, server: BenchServer, results: Results
+) -> None:
     """A warm-up, then the measured runs, each followed by pgbench on the same SQL; a profile."""
     opts, key = load.opts, scenario.key
     log(f"{scenario.title}: warm-up {opts.warmup:g} s")
@@ -105,7 +100,9 @@ def measure_route(scenario: Scenario, load: Load, pgbench: Pgbench, server: Serv
         results.profiles[key] = profile(load, scenario, server, opts.profile_seconds)
 
 
-def against_uvicorn(scenario: Scenario, load: Load, hyper: Server, uvicorn: Server, results: Results) -> None:
+def against_uvicorn(
+    scenario: Scenario, load: Load, hyper: BenchServer, uvicorn: BenchServer, results: Results
+) -> None:
     """Both servers up at once, their runs alternating: the machine's drift touches both alike."""
     for server in (hyper, uvicorn):
         load.wrk(scenario.script, server, seconds=load.opts.warmup, measure=False)
@@ -121,7 +118,7 @@ def against_uvicorn(scenario: Scenario, load: Load, hyper: Server, uvicorn: Serv
         )
 
 
-def log_in_storm(opts: Options, load: Load, server: Server, results: Results) -> None:
+def log_in_storm(opts: Options, load: Load, server: BenchServer, results: Results) -> None:
     """GET /messages at a fixed moderate load, alone and while clients log in continuously."""
     log(
         f"login storm: GET /messages paced ({opts.paced_connections} connections, {opts.pace_ms} ms "
@@ -143,14 +140,12 @@ def log_in_storm(opts: Options, load: Load, server: Server, results: Results) ->
         )
 
 
-def profile(load: Load, scenario: Scenario, server: Server, seconds: int) -> str:
+def profile(load: Load, scenario: Scenario, server: BenchServer, seconds: int) -> str:
     """One worker under cProfile (the admin port's /debug/profile) while wrk runs the scenario."""
     label = f"profile-{scenario.key}"
     proc = load.wrk_in_background(scenario.script, server, seconds + 3, load.opts.connections, label)
     time.sleep(1)
-    status, text = http_get(
-        f"http://127.0.0.1:{server.admin_port}/debug/profile?seconds={seconds}", seconds + 30
-    )
+    status, text = profile_of(server, seconds)
     load.finish(proc, label)
     if status != 200:
         return f"(profile failed: {status} {text[:200]})"

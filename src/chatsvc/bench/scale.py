@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 
-from chatsvc.bench.data import drop_database, postmaster_pid, prefill, private_cluster, server_version
+from chatsvc.bench.data import postmaster_pid, prefill, private_cluster, server_version
 from chatsvc.bench.load import Load, Run
 from chatsvc.bench.machine import describe_machine, machine_line
 from chatsvc.bench.options import LOGS, Options, log
 from chatsvc.bench.pgbench import find_pgbench
-from chatsvc.bench.servers import Server, chatsvc_server
+from chatsvc.bench.servers import BenchServer, chatsvc_server
+from chatsvc.testing import DatabaseFactory
 
 READERS = 100  # the users whose first page is read
 
@@ -41,38 +43,33 @@ def run_scale(opts: Options) -> Growth:
     names = {opts.scale_small: "bench_scale_small", opts.scale_large: "bench_scale_large"}
     tables = [Table(messages) for messages in names]
     loads: list[Load] = []
-    servers: list[Server] = []
-    with private_cluster() as (cluster, server_dsn):
-        try:
-            for table, name in zip(tables, names.values(), strict=True):
-                # Small: 100 readers with 100 messages each. Large: every user's inbox holds
-                # messages / users, each message the users-th row after the previous one.
-                recipients = READERS if table.messages <= READERS * 1000 else opts.users
-                log(f"bench-scale: prefilling {table.messages:,} messages to {recipients:,} recipients")
-                data = asyncio.run(prefill(server_dsn, name, opts.users, table.messages, recipients, READERS))
-                log(f"prefilled in {data.seconds:.0f} s ({data.size})")
-                table.prefill_seconds, table.size = data.seconds, data.size
-                loads.append(Load(opts, data, postmaster_pid(cluster)))
-                servers.append(chatsvc_server(opts, data.dsn, name=f"hypercorn-{name}"))
-            for load in loads:
-                load.servers = servers
-            for server in servers:
-                server.start()
-            _measure(opts, tables, loads, servers)
-        finally:
-            for load in loads:
-                load.stop_background()
-            for server in servers:
-                server.stop()
-        for name in names.values():
-            asyncio.run(drop_database(server_dsn, name))
+    with private_cluster() as (cluster, server_dsn), contextlib.ExitStack() as cleanup:
+        databases = DatabaseFactory(server_dsn, prefix="bench_scale")
+        cleanup.callback(lambda: asyncio.run(databases.drop_all()))
+        servers = []
+        for table, name in zip(tables, names.values(), strict=True):
+            # Small: 100 readers with 100 messages each. Large: every user's inbox holds
+            # messages / users, each message the users-th row after the previous one.
+            recipients = READERS if table.messages <= READERS * 1000 else opts.users
+            log(f"bench-scale: prefilling {table.messages:,} messages to {recipients:,} recipients")
+            data = asyncio.run(prefill(databases, name, opts.users, table.messages, recipients, READERS))
+            log(f"prefilled in {data.seconds:.0f} s ({data.size})")
+            table.prefill_seconds, table.size = data.seconds, data.size
+            loads.append(Load(opts, data, postmaster_pid(cluster)))
+            cleanup.callback(loads[-1].stop_background)
+            servers.append(chatsvc_server(opts, data.dsn, name=f"hypercorn-{name}"))
+        for server in servers:
+            cleanup.enter_context(server)
+        for load in loads:
+            load.servers = servers
+        _measure(opts, tables, loads, servers)
         machine = describe_machine(loads[0].wrk_path, find_pgbench(cluster.bindir), "?")
         machine["PostgreSQL"] = asyncio.run(server_version(server_dsn))
     commands = {label: command for load in loads for label, command in load.commands.items()}
     return Growth(tables, commands, machine_line(machine), f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}")
 
 
-def _measure(opts: Options, tables: list[Table], loads: list[Load], servers: list[Server]) -> None:
+def _measure(opts: Options, tables: list[Table], loads: list[Load], servers: list[BenchServer]) -> None:
     sides = list(zip(tables, loads, servers, strict=True))
     for _, load, server in sides:
         load.paced(server, measure=False)

@@ -67,13 +67,47 @@ def load_migrations(sql_dir: Path) -> list[Migration]:
 
 
 async def migrate(dsn: str, sql_dir: Path | None = None) -> list[str]:
-    """Apply every pending migration; returns the names applied by this call."""
+    """Apply every pending migration, then the data steps SQL cannot do; returns the names applied."""
     migrations = load_migrations(sql_dir or default_sql_dir())
     connection = await asyncpg.connect(dsn)
     try:
-        return await apply_pending(connection, migrations)
+        applied = await apply_pending(connection, migrations)
+        await fill_username_skeletons(connection)
+        return applied
     finally:
         await connection.close()
+
+
+# Accounts from before sql/0004 whose TR39 skeleton is not computed yet, a batch at a time.
+_SKELETONLESS = """
+SELECT id, username, username_key FROM users
+WHERE legacy_key AND username_skeleton IS NULL ORDER BY id LIMIT $1
+"""
+_SET_SKELETONS = """
+UPDATE users SET username_skeleton = filled.skeleton
+FROM unnest($1::bigint[], $2::text[]) AS filled (id, skeleton) WHERE users.id = filled.id
+"""
+SKELETON_BATCH = 1000
+
+
+async def fill_username_skeletons(connection: asyncpg.Connection) -> int:
+    """Compute the skeleton of every older account that lacks one (chatsvc.usernames); how many."""
+    from chatsvc import usernames
+
+    has_column = await connection.fetchval(
+        "SELECT EXISTS (SELECT FROM information_schema.columns"
+        " WHERE table_name = 'users' AND column_name = 'username_skeleton'"
+        " AND table_schema = current_schema())")
+    if not has_column:  # migrating with an older sql/ directory
+        return 0
+    filled = 0
+    while rows := await connection.fetch(_SKELETONLESS, SKELETON_BATCH):
+        skeletons = [usernames.skeleton_of_account(row["username"], row["username_key"]) for row in rows]
+        await connection.execute(_SET_SKELETONS, [row["id"] for row in rows], skeletons)
+        filled += len(rows)
+    if filled:
+        log.info("filled username skeletons", extra={"accounts": filled})
+    return filled
 
 
 async def apply_pending(connection: asyncpg.Connection, migrations: list[Migration]) -> list[str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from chatsvc import usernames
 from chatsvc.config import SessionPolicy
 from chatsvc.db import BoundedPool
 
@@ -77,13 +78,25 @@ FROM caller LEFT JOIN LATERAL (
 GROUP BY caller.user_id
 """
 
+# Nothing is inserted when the key ($2) is taken or the skeleton ($3) is an account's already: among
+# new accounts a unique index says so, even for two sign-ups racing; accounts from before the
+# PRECIS rule (legacy_key) are a fixed set, checked here. sql/0004, chatsvc.usernames.
 CREATE_USER = """
-INSERT INTO users (username, username_key, password_hash) VALUES ($1, $2, $3)
-ON CONFLICT (username_key) DO NOTHING
+INSERT INTO users (username, username_key, username_skeleton, password_hash)
+SELECT $1, $2, $3, $4
+WHERE NOT EXISTS (SELECT FROM users WHERE legacy_key AND username_skeleton = $3)
+ON CONFLICT DO NOTHING
 RETURNING id
 """
 
-USER_FOR_LOGIN = "SELECT id, password_hash FROM users WHERE username_key = $1"
+# By the PRECIS key ($1, NULL for a name the rule refuses), or by the old key ($2) for accounts made
+# before it; the account spelled exactly as typed ($3) first, should both exist.
+USER_FOR_LOGIN = """
+SELECT id, password_hash FROM users
+WHERE (username_key = $1 AND NOT legacy_key) OR (username_key = $2 AND legacy_key)
+ORDER BY username = $3 DESC, legacy_key
+LIMIT 1
+"""
 
 # Guarded by the old hash so two concurrent logins cannot undo each other's upgrade.
 REPLACE_PASSWORD_HASH = "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2"  # noqa: S105
@@ -158,13 +171,15 @@ async def user_for_token(db: BoundedPool, token_hash: bytes, policy: SessionPoli
     return await db.fetchval(AUTHENTICATE, *_caller(token_hash, policy))
 
 
-async def create_user(db: BoundedPool, *, username: str, key: str, password_hash: str) -> int | None:
-    """The new user's id, or None when the name is taken."""
-    return await db.fetchval(CREATE_USER, username, key, password_hash)
+async def create_user(db: BoundedPool, *, username: str, password_hash: str) -> int | None:
+    """The new user's id, or None when the name (or a look-alike) is taken; `username` is valid."""
+    key = usernames.account_key(username)
+    return await db.fetchval(CREATE_USER, username, key, usernames.skeleton(key), password_hash)
 
 
-async def user_for_login(db: BoundedPool, key: str) -> asyncpg.Record | None:
-    return await db.fetchrow(USER_FOR_LOGIN, key)
+async def user_for_login(db: BoundedPool, typed: str) -> asyncpg.Record | None:
+    """The account a login names, under the PRECIS rule or, for older accounts, the rule they had."""
+    return await db.fetchrow(USER_FOR_LOGIN, usernames.login_key(typed), usernames.legacy_key(typed), typed)
 
 
 async def replace_password_hash(db: BoundedPool, user_id: int, *, old: str, new: str) -> None:

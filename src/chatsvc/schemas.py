@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
+from chatsvc import usernames
+
 MAX_ID = 2**63 - 1
 
 Id = Annotated[int, Meta(ge=1, le=MAX_ID, examples=[1])]
 Dimension = Annotated[int, Meta(ge=1, le=32767)]
 
-USERNAME_MAX_CHARS = 64
+USERNAME_MAX_CHARS = usernames.MAX_CHARS
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 1024
 URL_MAX_CHARS = 2048
@@ -42,8 +43,11 @@ URL_PATTERN = (rf"^(?:[Hh][Tt][Tt][Pp][Ss]?:[^{_JSON_SPACE_OR_CONTROL}]*"
                rf"|[^{_JSON_SPACE_OR_CONTROL}A-Za-z][^{_JSON_SPACE_OR_CONTROL}]*)$")
 
 Username = Annotated[str, Meta(
-    description=f"1 to {USERNAME_MAX_CHARS} characters after Unicode NFC normalisation; no control "
-                "characters, no leading or trailing whitespace.",
+    description=f"1 to {USERNAME_MAX_CHARS} characters: parts separated by single spaces, each valid "
+                "under the PRECIS UsernameCasePreserved profile (RFC 8265: no control, format or "
+                "unassigned characters; fullwidth letters are width-mapped). Compared case-insensitively, "
+                "and a name that looks like an existing one (Unicode TR39 confusables) is taken. The "
+                "pattern is a necessary condition only.",
     extra_json_schema={"minLength": 1, "maxLength": USERNAME_MAX_CHARS, "pattern": USERNAME_PATTERN})]
 Password = Annotated[str, Meta(
     description=f"{PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters, no NUL.",
@@ -58,11 +62,6 @@ Url = Annotated[str, Meta(
 Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={"pattern": "Z$"})]
 
 
-def username_key(username: str) -> str:
-    """The form two usernames are compared in: NFC, then case-folded."""
-    return unicodedata.normalize("NFC", username).casefold()
-
-
 class Credentials(Struct):
     """Body of `POST /users`."""
 
@@ -70,13 +69,10 @@ class Credentials(Struct):
     password: Password
 
     def __post_init__(self) -> None:
-        self.username = unicodedata.normalize("NFC", self.username)
-        if not 1 <= len(self.username) <= USERNAME_MAX_CHARS:
-            raise ValueError(f"username: expected 1 to {USERNAME_MAX_CHARS} characters")
-        if _CONTROL.search(self.username):
-            raise ValueError("username: control characters are not allowed")
-        if self.username != self.username.strip():
-            raise ValueError("username: leading or trailing whitespace is not allowed")
+        try:
+            self.username = usernames.display_name(self.username)
+        except usernames.InvalidUsername as error:
+            raise ValueError(f"username: {error}") from None
         if not PASSWORD_MIN_CHARS <= len(self.password) <= PASSWORD_MAX_CHARS:
             raise ValueError(
                 f"password: expected {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")

@@ -10,7 +10,7 @@ from chatsvc.api.common import authenticate, decode, json_response, read_body, t
 from chatsvc.errors import unauthorized
 from chatsvc.openapi import Operation, Reply, documented
 from chatsvc.resources import resources_of
-from chatsvc.schemas import LoggedIn, LoginCredentials, login_decoder, username_key
+from chatsvc.schemas import LoggedIn, LoginCredentials, login_decoder
 from chatsvc.tokens import new_token
 
 
@@ -25,7 +25,7 @@ async def login(request: Request) -> Response:
     """Log in `{"username", "password"}`: `200 {"id", "token"}`, or 401 for a wrong name or password."""
     resources = resources_of(request)
     credentials = decode(login_decoder, await read_body(request))
-    user = await queries.user_for_login(resources.pool, username_key(credentials.username))
+    user = await queries.user_for_login(resources.pool, credentials.username)
     stored_hash = None if user is None else user["password_hash"]
     verdict = await resources.passwords.verify(stored_hash, credentials.password)
     if user is None or not verdict.ok:

@@ -26,6 +26,7 @@ PAGE_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_AUTHORITY = re.compile(r"//([^/?#]*)")
 
 # The rules below that `__post_init__` checks, as JSON Schema patterns for the API document
 # (openapi.py) only; the decoder does not use them. ECMA-262's `\s` is not `str.isspace()`, so
@@ -35,12 +36,15 @@ _JSON_SPACE_OR_CONTROL = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u20
 _JSON_SCHEME_CHAR = r"A-Za-z0-9+.\-"
 NO_NUL_PATTERN = r"^[^\x00]*$"
 USERNAME_PATTERN = rf"^[^{_JSON_SPACE_OR_CONTROL}](?:[^{_JSON_CONTROL}]*[^{_JSON_SPACE_OR_CONTROL}])?$"
-# No scheme at all, or http(s): a leading run of scheme characters must not end in a colon.
-URL_PATTERN = (rf"^(?:[Hh][Tt][Tt][Pp][Ss]?:[^{_JSON_SPACE_OR_CONTROL}]*"
+# No scheme at all, or http(s): a leading run of scheme characters must not end in a colon. No
+# backslash anywhere, no leading `//` (protocol-relative), no `@` in an http(s) authority.
+_JSON_REFUSED = _JSON_SPACE_OR_CONTROL + r"\\"
+URL_PATTERN = (rf"^(?!//)(?:[Hh][Tt][Tt][Pp][Ss]?:(?://[^{_JSON_REFUSED}/?#@]*(?:[/?#][^{_JSON_REFUSED}]*)?"
+               rf"|(?!//)[^{_JSON_REFUSED}]*)"
                rf"|[A-Za-z][{_JSON_SCHEME_CHAR}]*"
-               rf"|[A-Za-z][{_JSON_SCHEME_CHAR}]*[^{_JSON_SPACE_OR_CONTROL}{_JSON_SCHEME_CHAR}:]"
-               rf"[^{_JSON_SPACE_OR_CONTROL}]*"
-               rf"|[^{_JSON_SPACE_OR_CONTROL}A-Za-z][^{_JSON_SPACE_OR_CONTROL}]*)$")
+               rf"|[A-Za-z][{_JSON_SCHEME_CHAR}]*[^{_JSON_REFUSED}{_JSON_SCHEME_CHAR}:]"
+               rf"[^{_JSON_REFUSED}]*"
+               rf"|[^{_JSON_REFUSED}A-Za-z][^{_JSON_REFUSED}]*)$")
 
 Username = Annotated[str, Meta(
     description=f"1 to {USERNAME_MAX_CHARS} characters: parts separated by single spaces, each valid "
@@ -54,8 +58,9 @@ Password = Annotated[str, Meta(
     extra_json_schema={"minLength": PASSWORD_MIN_CHARS, "maxLength": PASSWORD_MAX_CHARS,
                        "pattern": NO_NUL_PATTERN})]
 Url = Annotated[str, Meta(
-    description=f"1 to {URL_MAX_CHARS} characters, no whitespace or control characters; "
-                "a scheme, when present, is http or https.",
+    description=f"1 to {URL_MAX_CHARS} characters, no whitespace, control characters or "
+                "backslashes; a scheme, when present, is http or https; no protocol-relative `//host` "
+                "and no user information (`user:password@`). A scheme-less reference is accepted.",
     extra_json_schema={"minLength": 1, "maxLength": URL_MAX_CHARS, "pattern": URL_PATTERN})]
 # RFC 3339 in UTC with a `Z`. Typed for the API description; the value sent is the text the
 # database formats (queries._TIMESTAMP), so a 201 and every later listing show the same string.
@@ -103,9 +108,15 @@ def _check_url(url: str) -> None:
         raise ValueError(f"url: expected 1 to {URL_MAX_CHARS} characters")
     if _WHITESPACE_OR_CONTROL.search(url):
         raise ValueError("url: whitespace and control characters are not allowed")
+    if "\\" in url:
+        raise ValueError("url: backslashes are not allowed")
+    if url.startswith("//"):
+        raise ValueError("url: a protocol-relative reference (//host) is not allowed; give the scheme")
     scheme = _SCHEME.match(url)
     if scheme and scheme.group(1).lower() not in ("http", "https"):
         raise ValueError("url: the scheme must be http or https")
+    if scheme and (authority := _AUTHORITY.match(url, scheme.end())) and "@" in authority.group(1):
+        raise ValueError("url: user information (user:password@) is not allowed")
 
 
 class Text(Struct, tag="text", tag_field="type", forbid_unknown_fields=True):

@@ -108,6 +108,11 @@ class Settings:
     database_url: str = _setting(
         "DATABASE_URL", "", _database_url,
         "PostgreSQL URL. Unset: `make run` and the tests start a private cluster under `.data/`.")
+    pooler_url: str = _setting(
+        "CHATSVC_POOLER_URL", "", _database_url,
+        "PgBouncer URL (transaction pooling) for the request pool, which then uses no server-side "
+        "prepared statements. The stream's `LISTEN` connection and `chatsvc migrate` keep "
+        "`DATABASE_URL`, around the pooler. Unset: the pool connects to `DATABASE_URL`.")
     host: str = _setting("CHATSVC_HOST", "0.0.0.0", _text, "Address both listeners bind to.")  # noqa: S104
     port: int = _setting("CHATSVC_PORT", "8080", _integer(0, 65535), "Public API port.")
     admin_port: int = _setting(

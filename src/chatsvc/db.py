@@ -23,7 +23,12 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.QueryCanceledError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A node that stopped being the primary: in the moment before its restart closes our
+    # connections (PostgreSQL cannot demote without one), a write there fails this way.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+# asyncpg's default: every query of the service fits.
+DEFAULT_STATEMENT_CACHE_SIZE = 100
 
 
 class BoundedPool:
@@ -70,22 +75,24 @@ class BoundedPool:
 
 
 async def create_pool(settings: Settings) -> BoundedPool:
-    """A pool whose every wait is bounded by `CHATSVC_DB_TIMEOUT`."""
+    """A pool whose every wait is bounded by `CHATSVC_DB_TIMEOUT`, through the pooler if one is set."""
+    session = {"application_name": "chatsvc", "timezone": "UTC"}
+    if not settings.pooler_url:
+        # The server gives up too, so a statement cut off by the client does not keep running and
+        # holding locks. PgBouncer refuses these at startup: behind it, its connect_query sets them.
+        session["statement_timeout"] = str(int(settings.db_timeout * 1000))
+        session["idle_in_transaction_session_timeout"] = str(int(settings.db_timeout * 5000))
     pool = await asyncpg.create_pool(
-        settings.database_url,
+        settings.pooler_url or settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_timeout,
         command_timeout=settings.db_timeout,
+        # In transaction pooling, consecutive transactions may run on different server connections,
+        # where a statement prepared on another one does not exist: prepare unnamed, every time.
+        statement_cache_size=0 if settings.pooler_url else DEFAULT_STATEMENT_CACHE_SIZE,
         reset=_keep_session,
-        server_settings={
-            "application_name": "chatsvc",
-            # The server gives up too, so a statement cut off by the client does
-            # not keep running and holding locks.
-            "statement_timeout": str(int(settings.db_timeout * 1000)),
-            "idle_in_transaction_session_timeout": str(int(settings.db_timeout * 5000)),
-            "timezone": "UTC",
-        },
+        server_settings=session,
     )
     return BoundedPool(pool, settings.db_timeout)
 

@@ -65,16 +65,13 @@ class PrivateCluster:
     def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = Path(root).resolve()
         self.durable = durable
-        self.bindir = _find_bindir()
+        self.bindir = find_bindir()
         self._place(_existing_service_user() if os.geteuid() == 0 else None)
         self.dsn: str | None = None  # set while this object has the cluster running
 
     def _place(self, owner: Owner) -> None:
         """Put the cluster in root, or, when its user cannot reach root's parent, in a directory it owns."""
-        self.home = self.root
-        if owner and not _reachable(self.root.parent, owner):
-            tag = hashlib.sha256(bytes(self.root)).hexdigest()[:16]
-            self.home = UNREACHABLE_ROOT_FALLBACK / f"chatsvc-devdb-{owner[0]}" / tag
+        self.home = _home(self.root, owner)
         self.data = self.home / "pg"
         self.log = self.home / "pg.log"
 
@@ -129,20 +126,8 @@ class PrivateCluster:
         No directory's permissions are widened: as root, the cluster lives where its user can
         reach it (see `_place`), and the PostgreSQL binaries must be reachable as installed.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        owner = _service_user() if os.geteuid() == 0 else None
-        if owner:
-            self._place(owner)
-            if self.home == self.root and not _reachable(self.root, owner):
-                _chown(self.root, owner)  # the cluster's own directory (a mkdtemp one is 0700)
-            elif self.home != self.root:
-                self.home.parent.mkdir(mode=0o700, exist_ok=True)
-                _chown(self.home.parent, owner)
-                self.home.mkdir(mode=0o700, exist_ok=True)
-                _chown(self.home, owner)
-            if not _reachable(self.bindir / "postgres", owner):
-                raise DevDbError(f"user {owner[0]} cannot reach the PostgreSQL binaries in {self.bindir};"
-                                 " install PostgreSQL system-wide, or run as another user than root")
+        self.home, owner = server_home(self.root, self.bindir)
+        self.data, self.log = self.home / "pg", self.home / "pg.log"
         if not (self.data / "PG_VERSION").exists():
             self._initdb(owner)
         elif owner and self.data.stat().st_uid != owner[0]:
@@ -206,6 +191,31 @@ class PrivateCluster:
             return None
         # We always start it with this exact -D, so a pid reused by another process won't match.
         return lines if b"\0" + bytes(self.data) + b"\0" in b"\0" + cmdline else None
+
+
+def server_home(root: Path, bindir: Path) -> tuple[Path, Owner]:
+    """Create the directory for root's server files; (that directory, the user to run servers as).
+
+    PostgreSQL refuses to run as root, and so do the tools around it (`chatsvc.ha`): when we are
+    root they run as an unprivileged user, in root if that user can reach it, else in a directory
+    of its own (see `_home`). No directory's permissions are widened. The user is None when we are
+    not root: the servers run as ourselves, in root.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    owner = _service_user() if os.geteuid() == 0 else None
+    home = _home(root, owner)
+    if owner:
+        if home == root and not _reachable(root, owner):
+            _chown(root, owner)  # the server's own directory (a mkdtemp one is 0700)
+        elif home != root:
+            home.parent.mkdir(mode=0o700, exist_ok=True)
+            _chown(home.parent, owner)
+            home.mkdir(mode=0o700, exist_ok=True)
+            _chown(home, owner)
+        if not _reachable(bindir / "postgres", owner):
+            raise DevDbError(f"user {owner[0]} cannot reach the PostgreSQL binaries in {bindir};"
+                             " install PostgreSQL system-wide, or run as another user than root")
+    return home, owner
 
 
 def exec_with_database(argv: list[str], root: Path) -> int:
@@ -345,7 +355,7 @@ def _give_terminal(fd: int, pgid: int) -> None:
         signal.signal(signal.SIGTTOU, saved)
 
 
-def _find_bindir() -> Path:
+def find_bindir() -> Path:
     """The system's PostgreSQL bin directory, else the pgserver wheel's."""
     for bindir in _system_bindirs():
         if all((bindir / tool).is_file() for tool in _TOOLS):
@@ -409,6 +419,14 @@ def _owner_of(path: Path) -> Owner:
         return None
     info = path.stat()
     return info.st_uid, info.st_gid
+
+
+def _home(root: Path, owner: Owner) -> Path:
+    """root, or, when owner cannot reach root's parent, a directory under /var/tmp of its own."""
+    if owner and not _reachable(root.parent, owner):
+        tag = hashlib.sha256(bytes(root)).hexdigest()[:16]
+        return UNREACHABLE_ROOT_FALLBACK / f"chatsvc-devdb-{owner[0]}" / tag
+    return root
 
 
 def _reachable(path: Path, owner: tuple[int, int]) -> bool:

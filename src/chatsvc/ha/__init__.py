@@ -1,0 +1,1 @@
+"""A local highly available PostgreSQL (Patroni, etcd, HAProxy) and PgBouncer, from deploy/ha/."""

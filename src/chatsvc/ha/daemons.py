@@ -1,0 +1,154 @@
+"""Long-running servers of `chatsvc.ha` (etcd, Patroni, HAProxy, PgBouncer), each in its own process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from string import Template
+
+from chatsvc.devdb import Owner
+
+# Where the configuration templates live: deploy/ha of the source tree (tests and benchmarks only).
+TEMPLATES = Path(__file__).resolve().parents[3] / "deploy" / "ha"
+STOP_SECONDS = 20.0
+
+
+class HaError(RuntimeError):
+    """A server of the HA set-up could not be started or did not become ready."""
+
+
+def render(template: str, destination: Path, owner: Owner, **values: object) -> Path:
+    """Write deploy/ha/<template> with its ${...} filled in, readable by `owner`."""
+    source = TEMPLATES / template
+    if not source.exists():
+        raise HaError(f"{source} is missing: chatsvc.ha runs from a source checkout")
+    destination.write_text(Template(source.read_text()).substitute(values))
+    chown(destination, owner)
+    return destination
+
+
+def chown(path: Path, owner: Owner) -> None:
+    if owner:
+        os.chown(path, *owner)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Daemon:
+    """One server started in a session of its own, as `owner`, its output in root/<name>.log.
+
+    The process group id is written to root/<name>.pgid, so that `reap` can end what a killed
+    run left behind, and nothing else.
+    """
+
+    def __init__(self, name: str, argv: list[str], root: Path, owner: Owner,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.root = root
+        self.owner = owner
+        self.env = env
+        self.log_path = root / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        as_owner = {"user": self.owner[0], "group": self.owner[1], "extra_groups": []} if self.owner else {}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.root, env=self.env, start_new_session=True, **as_owner)
+        (self.root / f"{self.name}.pgid").write_text(str(self.process.pid))
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive:
+            raise HaError(f"{self.name} exited ({self.process and self.process.returncode}):\n{self.log()}")
+
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """SIGTERM to the process group (Patroni then stops its PostgreSQL), SIGKILL if it lingers."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        _signal_group(self.process.pid, signal.SIGKILL)  # children left in the group
+        (self.root / f"{self.name}.pgid").unlink(missing_ok=True)
+
+    def log(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def reap(root: Path) -> None:
+    """End the process groups a killed earlier run left under root (each still naming root)."""
+    for pgid_file in root.glob("*.pgid"):
+        with suppress(ValueError, OSError):
+            pgid = int(pgid_file.read_text())
+            if _runs_under(pgid, root):
+                _signal_group(pgid, signal.SIGKILL)
+        pgid_file.unlink(missing_ok=True)
+
+
+def kill_postmaster(data_dir: Path, sig: int = signal.SIGKILL) -> int | None:
+    """Signal the postmaster serving data_dir (Patroni starts it in a session of its own); its pid."""
+    pid = postmaster_pid(data_dir)
+    if pid is not None:
+        with suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    return pid
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The live postmaster of data_dir, checked against its command line (pids get reused)."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _runs_under(pid, data_dir) else None
+
+
+def wait_until(what: str, ready: Callable[[], object], timeout: float, *daemons: Daemon) -> None:
+    """Poll `ready()` until true; fail early if one of `daemons` has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for daemon in daemons:
+            daemon.check_alive()
+        with suppress(OSError, ValueError, KeyError, HaError):
+            if ready():
+                return
+        time.sleep(0.1)
+    logs = "\n".join(f"--- {d.name} ---\n{d.log()}" for d in daemons)
+    raise HaError(f"{what}: not within {timeout:g} s\n{logs}")
+
+
+def _runs_under(pid: int, path: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return bytes(path) in cmdline
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,71 @@
+"""PgBouncer in transaction pooling mode (deploy/ha/pgbouncer.ini), in front of one PostgreSQL address."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+from chatsvc.devdb import unprivileged_owner
+from chatsvc.ha.daemons import Daemon, HaError, chown, free_port, reap, render, wait_until
+
+# PgBouncer 1.18 looks users up in this file even with auth_type trust; the password is unused.
+AUTH_FILE = '"postgres" ""\n'
+
+
+class PgBouncer:
+    """One PgBouncer in root, pooling `dbname` on upstream host:port; a context manager.
+
+    `upstream_host` is an address or a Unix socket directory, as in libpq.
+    """
+
+    def __init__(self, root: Path, upstream_host: str, upstream_port: int, dbname: str = "chatsvc") -> None:
+        self.root = Path(root).resolve()
+        self.upstream = (upstream_host, upstream_port)
+        self.dbname = dbname
+        self.port = 0
+        self.daemon: Daemon | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL for CHATSVC_POOLER_URL: the database is named chatsvc in PgBouncer's own table."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/chatsvc"
+
+    def __enter__(self) -> PgBouncer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> str:
+        binary = shutil.which("pgbouncer", path="/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin")
+        if binary is None:
+            raise HaError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+        if self.root.exists():
+            reap(self.root)
+            shutil.rmtree(self.root)
+        owner = unprivileged_owner(self.root)
+        chown(self.root, owner)
+        auth_file = self.root / "userlist.txt"
+        auth_file.write_text(AUTH_FILE)
+        chown(auth_file, owner)
+        self.port = free_port()
+        config = render("pgbouncer.ini", self.root / "pgbouncer.ini", owner, port=self.port,
+                        upstream_host=self.upstream[0], upstream_port=self.upstream[1],
+                        dbname=self.dbname, pidfile=self.root / "pgbouncer.pid", auth_file=auth_file)
+        self.daemon = Daemon("pgbouncer", [binary, str(config)], self.root, owner).start()
+        try:
+            wait_until("PgBouncer listens", self._listening, 30, self.daemon)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        if self.daemon:
+            self.daemon.stop()
+
+    def _listening(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True

@@ -1,0 +1,266 @@
+"""Failover and switchover of a highly available PostgreSQL under load, measured.
+
+The database is `chatsvc.ha`: a primary and a synchronous standby run by Patroni with etcd, HAProxy
+routing to the primary, PgBouncer (transaction pooling) in front of HAProxy, all from deploy/ha/
+under `.data/failover`. Two `chatsvc serve` processes find the primary by themselves: both have
+the multi-host `DATABASE_URL` with `target_session_attrs=read-write` for their stream listener;
+process `pooled` runs its request pool through PgBouncer (CHATSVC_POOLER_URL), process `direct`
+on the multi-host URL itself, so both kinds of client are proven.
+
+1. Failover: the primary's postmaster is killed with SIGKILL under mixed load. Patroni promotes the
+   synchronous standby. Measured: kill to the first 201 of a send made after the kill, the 503s,
+   and `/check` of both processes (503 while there is no primary, 200 after).
+2. Switchover (`patronictl switchover`) back to the first node once it has rejoined as standby,
+   under the same load: the requests that failed.
+
+Both phases prove that every message answered 201 is on the new primary, that none is stored twice
+(each send is retried with its Idempotency-Key until it is answered 201), and that every stream,
+resumed with Last-Event-ID every few seconds, saw every message of its user exactly once.
+`make test-failover` runs this file alone and prints the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+
+from chatsvc.ha.cluster import PatroniCluster
+from chatsvc.ha.pooler import PgBouncer
+from chatsvc.migrate import migrate
+from tests.failover_load import SEND_DEADLINE, Load
+from tests.support import PROJECT_ROOT, ServerProcess, User, sign_up_and_log_in
+
+ROOT = PROJECT_ROOT / ".data" / "failover"
+HEALTH_INTERVAL = 0.2
+SETTINGS = {
+    "CHATSVC_HEALTH_INTERVAL": str(HEALTH_INTERVAL),
+    "CHATSVC_RATE": "0",
+    "CHATSVC_AUTH_RATE": "0",
+    "CHATSVC_LOG_LEVEL": "warning",
+    "CHATSVC_ACCESS_LOG": "false",
+}
+USERS = 4
+SENDERS = 6
+LISTERS = 2
+WARMUP = 2.0
+# Load keeps running this long after the service recovered, so the recovery is seen under load.
+AFTER_RECOVERY = 3.0
+CHECK_POLL = 0.05
+# Bounds, so that nothing here can run away (not timing goals: those are reported).
+RECOVERY_BOUND = 60.0
+STREAMS_CATCH_UP = 20.0
+
+
+@dataclass
+class Setup:
+    cluster: PatroniCluster
+    servers: dict[str, ServerProcess]
+    users: list[User]
+
+
+@pytest.fixture(scope="module")
+def ha() -> Iterator[tuple[PatroniCluster, PgBouncer]]:
+    with PatroniCluster(ROOT / "cluster") as cluster, \
+            PgBouncer(ROOT / "pgbouncer", "127.0.0.1", cluster.primary_port) as pooler:
+        yield cluster, pooler
+
+
+@pytest.fixture(scope="module")
+async def setup(ha: tuple[PatroniCluster, PgBouncer]) -> AsyncIterator[Setup]:
+    cluster, pooler = ha
+    await migrate(cluster.database_url)
+    servers = {
+        "pooled": ServerProcess(cluster.database_url, ROOT / "pooled.log", **SETTINGS,
+                                CHATSVC_POOLER_URL=pooler.url),
+        "direct": ServerProcess(cluster.database_url, ROOT / "direct.log", **SETTINGS),
+    }
+    try:
+        for server in servers.values():
+            await asyncio.to_thread(server.start)
+        async with httpx.AsyncClient(base_url=servers["pooled"].url, timeout=10) as client:
+            users = [await sign_up_and_log_in(client) for _ in range(USERS)]
+        yield Setup(cluster, servers, users)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+class CheckWatch:
+    """Polls `/check` of one process, recording (time, status)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url + "/check"
+        self.seen: list[tuple[float, int | None]] = []
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                try:
+                    status: int | None = (await client.get(self.url)).status_code
+                except httpx.HTTPError:
+                    status = None
+                self.seen.append((time.monotonic(), status))
+                await asyncio.sleep(CHECK_POLL)
+
+    def unready_window(self, since: float) -> tuple[float, float] | None:
+        """Seconds from `since` to the first non-200, and to the first 200 after it."""
+        down = next((t for t, status in self.seen if t >= since and status != 200), None)
+        if down is None:
+            return None
+        up = next((t for t, status in self.seen if t > down and status == 200), None)
+        return down - since, (up - since if up else float("nan"))
+
+
+@contextlib.asynccontextmanager
+async def running(setup: Setup) -> AsyncIterator[tuple[Load, dict[str, CheckWatch]]]:
+    """The load and the /check watchers, running for the body of the `async with`."""
+    load = Load([server.url for server in setup.servers.values()], setup.users)
+    watches = {name: CheckWatch(server.url) for name, server in setup.servers.items()}
+    tasks = [asyncio.create_task(load.run(SENDERS, LISTERS)),
+             *(asyncio.create_task(watch.run()) for watch in watches.values())]
+    try:
+        yield load, watches
+    finally:
+        load.stop.set()
+        load.close_streams.set()
+        for task in tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_recovered(load: Load, since: float) -> float:
+    """Seconds from `since` to the first 201 of a send made after it."""
+    deadline = since + RECOVERY_BOUND
+    while time.monotonic() < deadline:
+        if first := load.first_success_after(since):
+            return first.answered - since
+        await asyncio.sleep(0.05)
+    pytest.fail(f"no send made after {since} was answered 201 within {RECOVERY_BOUND} s: "
+                f"{load.statuses(since)}")
+
+
+async def finish(load: Load, cluster: PatroniCluster) -> dict[str, int]:
+    """Stop sending, let the streams catch up, and check everything the load was told."""
+    load.stop.set()
+    async with asyncio.timeout(SEND_DEADLINE + 10):
+        await load.requests_done.wait()
+    created = [sent for sent in load.sends if sent.ids]
+    assert all(len(sent.ids) == 1 for sent in created), \
+        f"one key answered with two ids: {[s for s in created if len(s.ids) > 1][:5]}"
+    stored = await stored_messages(cluster.database_url, load.tag)
+    answered = {next(iter(sent.ids)): sent for sent in created}
+    missing = [sent for message_id, sent in answered.items() if message_id not in stored]
+    assert not missing, f"{len(missing)} messages answered 201 are not on the new primary: {missing[:5]}"
+    for message_id, sent in answered.items():
+        assert stored[message_id] == (sent.sender, sent.recipient, sent.text), message_id
+    texts = [text for _, _, text in stored.values()]
+    twice = {text for text in texts if texts.count(text) > 1}
+    assert not twice, f"stored twice: {sorted(twice)[:5]}"
+    # A send abandoned at the deadline may still have been stored once; the load never abandons one.
+    assert len(stored) == len(answered), f"stored {len(stored)}, answered 201 {len(answered)}"
+
+    # The users are this module's own, and each stream starts from id 0: it must see them all.
+    expected = await messages_of(cluster.database_url, [user.id for user in load.users])
+    for _ in range(int(STREAMS_CATCH_UP / 0.1)):
+        if all(expected[log.user] <= set(log.events) for log in load.streams):
+            break
+        await asyncio.sleep(0.1)
+    load.close_streams.set()
+    for log in load.streams:
+        assert len(log.events) == len(set(log.events)), \
+            f"stream of user {log.user} on {log.server} saw an event twice"
+        seen = set(log.events)
+        assert seen == expected[log.user], (
+            f"stream of user {log.user} on {log.server}: missing {sorted(expected[log.user] - seen)[:5]}, "
+            f"extra {sorted(seen - expected[log.user])[:5]}")
+    return {"stored": len(stored), "stream events": sum(len(log.events) for log in load.streams),
+            "stream resumes": sum(log.connects - 1 for log in load.streams)}
+
+
+async def stored_messages(database_url: str, tag: str) -> dict[int, tuple[int, int, str]]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT id, sender_id, recipient_id, content->>'text' AS text FROM messages "
+            "WHERE content->>'text' LIKE $1", f"failover-{tag}-%")
+    finally:
+        await connection.close()
+    return {row["id"]: (row["sender_id"], row["recipient_id"], row["text"]) for row in rows}
+
+
+async def messages_of(database_url: str, users: list[int]) -> dict[int, set[int]]:
+    """The ids of every message each user sent or received."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT id, sender_id, recipient_id FROM messages "
+            "WHERE sender_id = ANY($1::bigint[]) OR recipient_id = ANY($1::bigint[])", users)
+    finally:
+        await connection.close()
+    return {user: {row["id"] for row in rows if user in (row["sender_id"], row["recipient_id"])}
+            for user in users}
+
+
+def report(title: str, figures: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():
+        print(f"\n{title}: " + "; ".join(f"{name} {value}" for name, value in figures.items()))
+
+
+async def test_failover_when_the_primary_dies_loses_no_acknowledged_message(
+        setup: Setup, capsys: pytest.CaptureFixture[str]):
+    cluster = setup.cluster
+    old = cluster.leader()
+    async with running(setup) as (load, watches):
+        await asyncio.sleep(WARMUP)
+        assert load.first_success_after(0.0), f"the load does not run: {load.statuses()}"
+        killed_at = time.monotonic()
+        assert await asyncio.to_thread(cluster.kill_primary_postmaster) == old
+        recovery = await wait_recovered(load, killed_at)
+        await asyncio.sleep(AFTER_RECOVERY)
+        new = await asyncio.to_thread(cluster.leader)
+        checked = await finish(load, cluster)
+    assert new is not None and new != old, f"the primary is still {old}"
+    windows = {name: watch.unready_window(killed_at) for name, watch in watches.items()}
+    for name, window in windows.items():
+        assert window is not None, f"/check of {name} never turned 503 while there was no primary"
+        assert window[1] == window[1], f"/check of {name} never turned 200 again"
+    statuses = load.statuses(killed_at)
+    report("failover (SIGKILL of the primary's postmaster)", {
+        "kill to first 201": f"{recovery:.2f} s",
+        "503s": sum(n for kind, n in statuses.items() if kind.endswith(" 503")),
+        "after the kill": dict(sorted(statuses.items())),
+        "/check 503 to 200 (s after the kill)": {
+            name: f"{down:.2f}-{up:.2f}" for name, (down, up) in windows.items()},  # type: ignore[misc]
+        **checked}, capsys)
+    assert not [kind for kind in statuses if kind.endswith(" 500")], statuses
+
+
+async def test_switchover_under_load(setup: Setup, capsys: pytest.CaptureFixture[str]):
+    cluster = setup.cluster
+    await asyncio.to_thread(cluster.wait_in_sync)
+    old, candidate = cluster.leader(), cluster.sync_standby()
+    assert candidate is not None
+    async with running(setup) as (load, _):
+        await asyncio.sleep(WARMUP)
+        started = time.monotonic()
+        await asyncio.to_thread(cluster.switchover, candidate)
+        recovery = await wait_recovered(load, started)
+        await asyncio.sleep(AFTER_RECOVERY)
+        new = await asyncio.to_thread(cluster.leader)
+        ended = time.monotonic()
+        checked = await finish(load, cluster)
+    assert new == candidate, f"the primary is {new}, not {candidate} (was {old})"
+    during = [a for a in load.attempts if started <= a.sent <= ended]
+    failed = [a for a in during if a.status not in (200, 201)]
+    report("switchover (patronictl switchover)", {
+        "requests": len(during), "failed": len(failed),
+        "failed by kind": dict(sorted(load.statuses(started).items())),
+        "command to first 201 of a later send": f"{recovery:.2f} s", **checked}, capsys)
+    assert not [a for a in failed if a.status == 500], "a 500 during the switchover"

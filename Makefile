@@ -45,6 +45,10 @@ test: $(STAMP) ## Run the whole suite: unit, PostgreSQL, live server and end-to-
 test-rollout: $(STAMP) ## Replace 2 replicas behind HAProxy twice under load; expect 0 failed requests
 	$(BIN)/pytest tests/test_rollout.py
 
+.PHONY: test-failover
+test-failover: $(STAMP) ## Kill the primary of an HA PostgreSQL (Patroni) under load, then switch over; print the figures
+	$(BIN)/pytest tests/test_failover.py
+
 fuzz: $(STAMP) ## Fuzz the API with Schemathesis: many more cases than make test (several minutes)
 	CHATSVC_FUZZ_EXAMPLES=$${CHATSVC_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/test_fuzz.py
 

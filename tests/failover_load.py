@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.support import User
+from chatsvc.testing import User
 
 # A send is retried with its key until it is answered 201, this often and for at most this long.
 RETRY_SECONDS = 0.05
@@ -30,6 +30,7 @@ REQUEST_TIMEOUT = 10.0
 @dataclass
 class Attempt:
     kind: str  # "send" or "list"
+    server: str
     sent: float  # monotonic
     answered: float
     status: int | None  # None: no HTTP answer (connection refused or cut)
@@ -56,7 +57,7 @@ class StreamLog:
 class Load:
     """Mixed load over several servers until `stop` is set; streams run until `close_streams`."""
 
-    servers: list[str]
+    servers: dict[str, str]  # name: base URL
     users: list[User]
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,7 +86,9 @@ class Load:
                    key=lambda a: a.answered, default=None)
 
     def statuses(self, since: float = 0.0) -> Counter[str]:
-        return Counter(f"{a.kind} {a.status or 'no answer'}" for a in self.attempts if a.sent >= since)
+        """How many requests sent since `since` had each outcome, by process: "pooled send 503"."""
+        return Counter(f"{a.server} {a.kind} {a.status or 'no answer'}"
+                       for a in self.attempts if a.sent >= since)
 
     async def _sender(self, client: httpx.AsyncClient, worker: int) -> None:
         step = 0
@@ -104,9 +107,9 @@ class Load:
         deadline = time.monotonic() + SEND_DEADLINE
         while time.monotonic() < deadline:
             # Each retry goes to the next server, as a load balancer would send it.
-            server = self.servers[turn % len(self.servers)]
+            server = list(self.servers)[turn % len(self.servers)]
             turn += 1
-            response = await self._request(client, "send", "POST", server + "/messages", json=body,
+            response = await self._request(client, "send", server, "POST", "/messages", json=body,
                                            headers=headers)
             if response is not None and response.status_code == 201:
                 sent.ids.add(response.json()["id"])
@@ -117,20 +120,20 @@ class Load:
         step = 0
         while not self.stop.is_set():
             user = self.users[(worker + step) % len(self.users)]
-            server = self.servers[step % len(self.servers)]
+            server = list(self.servers)[step % len(self.servers)]
             step += 1
-            await self._request(client, "list", "GET", server + "/messages", headers=user.auth,
+            await self._request(client, "list", server, "GET", "/messages", headers=user.auth,
                                 params={"recipient": user.id, "limit": 20})
             await asyncio.sleep(RETRY_SECONDS)
 
-    async def _request(self, client: httpx.AsyncClient, kind: str, method: str, url: str,
+    async def _request(self, client: httpx.AsyncClient, kind: str, server: str, method: str, path: str,
                        **options: object) -> httpx.Response | None:
         started = time.monotonic()
         try:
-            response = await client.request(method, url, **options)  # type: ignore[arg-type]
+            response = await client.request(method, self.servers[server] + path, **options)  # type: ignore[arg-type]
         except httpx.HTTPError:
             response = None
-        self.attempts.append(Attempt(kind, started, time.monotonic(),
+        self.attempts.append(Attempt(kind, server, started, time.monotonic(),
                                      None if response is None else response.status_code))
         return response
 
@@ -148,7 +151,8 @@ class Load:
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def _read_events(self, client: httpx.AsyncClient, log: StreamLog, headers: dict[str, str]) -> None:
-        async with client.stream("GET", log.server + "/messages/stream", headers=headers) as response:
+        url = self.servers[log.server] + "/messages/stream"
+        async with client.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 return
             async for line in response.aiter_lines():

@@ -34,10 +34,13 @@ import pytest
 from chatsvc.ha.cluster import PatroniCluster
 from chatsvc.ha.pooler import PgBouncer
 from chatsvc.migrate import migrate
+from chatsvc.testing import ServerProcess, User, require_program, sign_up_and_log_in
 from tests.failover_load import SEND_DEADLINE, Load
-from tests.support import PROJECT_ROOT, ServerProcess, User, sign_up_and_log_in
+from tests.support import PROJECT_ROOT
 
 ROOT = PROJECT_ROOT / ".data" / "failover"
+PROGRAMS = (("etcd", "etcd-server"), ("patroni", "patroni"), ("patronictl", "patroni"),
+            ("haproxy", "haproxy"), ("pgbouncer", "pgbouncer"))
 HEALTH_INTERVAL = 0.2
 SETTINGS = {
     "CHATSVC_HEALTH_INTERVAL": str(HEALTH_INTERVAL),
@@ -67,6 +70,8 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def ha() -> Iterator[tuple[PatroniCluster, PgBouncer]]:
+    for name, package in PROGRAMS:
+        require_program(name, package)
     with PatroniCluster(ROOT / "cluster") as cluster, \
             PgBouncer(ROOT / "pgbouncer", "127.0.0.1", cluster.primary_port) as pooler:
         yield cluster, pooler
@@ -121,7 +126,7 @@ class CheckWatch:
 @contextlib.asynccontextmanager
 async def running(setup: Setup) -> AsyncIterator[tuple[Load, dict[str, CheckWatch]]]:
     """The load and the /check watchers, running for the body of the `async with`."""
-    load = Load([server.url for server in setup.servers.values()], setup.users)
+    load = Load({name: server.url for name, server in setup.servers.items()}, setup.users)
     watches = {name: CheckWatch(server.url) for name, server in setup.servers.items()}
     tasks = [asyncio.create_task(load.run(SENDERS, LISTERS)),
              *(asyncio.create_task(watch.run()) for watch in watches.values())]

@@ -14,22 +14,24 @@ import signal
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatsvc.devdb import find_bindir, unprivileged_owner
+from chatsvc.devdb import find_bindir, server_home
 from chatsvc.ha.daemons import (
     Daemon,
     HaError,
     chown,
-    free_port,
     kill_postmaster,
     postmaster_pid,
+    program,
     reap,
     render,
     wait_until,
 )
+from chatsvc.testing import free_port
 
 DATABASE = "chatsvc"
 NODES = ("node1", "node2")
@@ -82,13 +84,14 @@ class PatroniCluster:
 
     def start(self) -> None:
         """Start etcd, both nodes (the first to get the lock initialises) and HAProxy; wait for sync."""
-        if self.root.exists():
-            reap(self.root)
-            for data_dir in self.root.glob("*/data"):
-                kill_postmaster(data_dir)
-            shutil.rmtree(self.root)
-        owner = unprivileged_owner(self.root, self.bindir)
-        chown(self.root, owner)
+        self.root, owner = server_home(self.root, self.bindir)
+        chown(self.root, owner)  # its servers write their own files here
+        # What a killed earlier run left: its processes, then its files.
+        reap(self.root)
+        for data_dir in self.root.glob("*/data"):
+            kill_postmaster(data_dir)
+        for entry in self.root.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         try:
             self._start(owner)
         except BaseException:
@@ -99,7 +102,8 @@ class PatroniCluster:
         etcd_port = free_port()
         etcd_config = render("etcd.yml", self.root / "etcd.yml", owner, data_dir=self.root / "etcd",
                              client_port=etcd_port, peer_port=free_port())
-        self.etcd = Daemon("etcd", ["etcd", "--config-file", str(etcd_config)], self.root, owner).start()
+        etcd = [program("etcd", "etcd-server"), "--config-file", str(etcd_config)]
+        self.etcd = Daemon("etcd", etcd, self.root, owner).start()
         wait_until("etcd answers", lambda: _get_json(f"http://127.0.0.1:{etcd_port}/health")["health"]
                    == "true", 30, self.etcd)
         for name in NODES:
@@ -110,7 +114,8 @@ class PatroniCluster:
             render("patroni.yml", node.config, owner, name=name, rest_port=node.rest_port,
                    etcd_port=etcd_port, pg_port=node.pg_port, data_dir=node.data_dir,
                    bin_dir=self.bindir, pgpass=node_dir / "pgpass", socket_dir=node_dir)
-            node.daemon = Daemon(name, ["patroni", str(node.config)], self.root, owner).start()
+            patroni = [program("patroni", "patroni"), str(node.config)]
+            node.daemon = Daemon(name, patroni, self.root, owner).start()
             self.nodes[name] = node
         wait_until("a primary and a streaming synchronous standby", self._in_sync, START_SECONDS,
                    self.etcd, *self.daemons())
@@ -120,17 +125,17 @@ class PatroniCluster:
                             for n in self.nodes.values())
         haproxy_config = render("haproxy.cfg", self.root / "haproxy.cfg", owner,
                                 primary_port=self.primary_port, servers=servers)
-        self.haproxy = Daemon("haproxy", ["haproxy", "-db", "-f", str(haproxy_config)], self.root,
-                              owner).start()
+        haproxy = [program("haproxy", "haproxy"), "-db", "-f", str(haproxy_config)]
+        self.haproxy = Daemon("haproxy", haproxy, self.root, owner).start()
         wait_until("HAProxy leads to the primary", self._routed, 30, self.haproxy)
 
     def stop(self) -> None:
         """Stop HAProxy, the nodes (each Patroni stops its PostgreSQL) and etcd; leave nothing running."""
         if self.haproxy:
             self.haproxy.stop()
+        with ThreadPoolExecutor() as stopping:  # each Patroni waits for its PostgreSQL: together
+            list(stopping.map(Daemon.stop, self.daemons()))
         for node in self.nodes.values():
-            if node.daemon:
-                node.daemon.stop()
             kill_postmaster(node.data_dir)  # a Patroni that had to be killed left it running
         if self.etcd:
             self.etcd.stop()
@@ -171,7 +176,7 @@ class PatroniCluster:
         """Patroni's planned switchover to `candidate`: the primary is demoted only once it is in sync."""
         leader = self.leader()
         config = self.nodes[candidate].config
-        argv = ["patronictl", "-c", str(config), "switchover", "--leader", str(leader),
+        argv = [program("patronictl", "patroni"), "-c", str(config), "switchover", "--leader", str(leader),
                 "--candidate", candidate, "--force"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,6 +17,7 @@ from chatsvc.devdb import Owner
 # Where the configuration templates live: deploy/ha of the source tree (tests and benchmarks only).
 TEMPLATES = Path(__file__).resolve().parents[3] / "deploy" / "ha"
 STOP_SECONDS = 20.0
+SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
 
 class HaError(RuntimeError):
@@ -38,10 +39,12 @@ def chown(path: Path, owner: Owner) -> None:
         os.chown(path, *owner)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def program(name: str, package: str) -> str:
+    """The path of one of the servers' programs, or an error naming the Debian package to install."""
+    found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
+    if found is None:
+        raise HaError(f"{name} is not installed: apt-get install -y {package} (or run bin/system-deps)")
+    return found
 
 
 class Daemon:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
-from chatsvc.devdb import unprivileged_owner
-from chatsvc.ha.daemons import Daemon, HaError, chown, free_port, reap, render, wait_until
+from chatsvc.devdb import find_bindir, server_home
+from chatsvc.ha.daemons import Daemon, chown, program, reap, render, wait_until
+from chatsvc.testing import free_port
 
 # PgBouncer 1.18 looks users up in this file even with auth_type trust; the password is unused.
 AUTH_FILE = '"postgres" ""\n'
@@ -39,14 +39,10 @@ class PgBouncer:
         self.stop()
 
     def start(self) -> str:
-        binary = shutil.which("pgbouncer", path="/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin")
-        if binary is None:
-            raise HaError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
-        if self.root.exists():
-            reap(self.root)
-            shutil.rmtree(self.root)
-        owner = unprivileged_owner(self.root)
-        chown(self.root, owner)
+        binary = program("pgbouncer", "pgbouncer")
+        self.root, owner = server_home(self.root, find_bindir())
+        chown(self.root, owner)  # its servers write their own files here
+        reap(self.root)  # what a killed earlier run left
         auth_file = self.root / "userlist.txt"
         auth_file.write_text(AUTH_FILE)
         chown(auth_file, owner)

@@ -56,6 +56,10 @@ WARMUP = 2.0
 # Load keeps running this long after the service recovered, so the recovery is seen under load.
 AFTER_RECOVERY = 3.0
 CHECK_POLL = 0.05
+MESSAGES_OF = """
+SELECT id, sender_id, recipient_id, content->>'text' AS text FROM messages
+WHERE sender_id = ANY($1::bigint[]) OR recipient_id = ANY($1::bigint[])
+"""
 # Bounds, so that nothing here can run away (not timing goals: those are reported).
 RECOVERY_BOUND = 60.0
 STREAMS_CATCH_UP = 20.0
@@ -159,7 +163,8 @@ async def finish(load: Load, cluster: PatroniCluster) -> dict[str, int]:
     created = [sent for sent in load.sends if sent.ids]
     assert all(len(sent.ids) == 1 for sent in created), \
         f"one key answered with two ids: {[s for s in created if len(s.ids) > 1][:5]}"
-    stored = await stored_messages(cluster.database_url, load.tag)
+    everything = await messages_of(cluster.database_url, [user.id for user in load.users])
+    stored = {mid: row for mid, row in everything.items() if row[2].startswith(f"failover-{load.tag}-")}
     answered = {next(iter(sent.ids)): sent for sent in created}
     missing = [sent for message_id, sent in answered.items() if message_id not in stored]
     assert not missing, f"{len(missing)} messages answered 201 are not on the new primary: {missing[:5]}"
@@ -172,7 +177,8 @@ async def finish(load: Load, cluster: PatroniCluster) -> dict[str, int]:
     assert len(stored) == len(answered), f"stored {len(stored)}, answered 201 {len(answered)}"
 
     # The users are this module's own, and each stream starts from id 0: it must see them all.
-    expected = await messages_of(cluster.database_url, [user.id for user in load.users])
+    expected = {user.id: {mid for mid, (sender, recipient, _) in everything.items()
+                          if user.id in (sender, recipient)} for user in load.users}
     for _ in range(int(STREAMS_CATCH_UP / 0.1)):
         if all(expected[log.user] <= set(log.events) for log in load.streams):
             break
@@ -189,28 +195,14 @@ async def finish(load: Load, cluster: PatroniCluster) -> dict[str, int]:
             "stream resumes": sum(log.connects - 1 for log in load.streams)}
 
 
-async def stored_messages(database_url: str, tag: str) -> dict[int, tuple[int, int, str]]:
+async def messages_of(database_url: str, users: list[int]) -> dict[int, tuple[int, int, str]]:
+    """Every message the users sent or received, on the primary: id -> (sender, recipient, text)."""
     connection = await asyncpg.connect(database_url)
     try:
-        rows = await connection.fetch(
-            "SELECT id, sender_id, recipient_id, content->>'text' AS text FROM messages "
-            "WHERE content->>'text' LIKE $1", f"failover-{tag}-%")
+        rows = await connection.fetch(MESSAGES_OF, users)
     finally:
         await connection.close()
     return {row["id"]: (row["sender_id"], row["recipient_id"], row["text"]) for row in rows}
-
-
-async def messages_of(database_url: str, users: list[int]) -> dict[int, set[int]]:
-    """The ids of every message each user sent or received."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        rows = await connection.fetch(
-            "SELECT id, sender_id, recipient_id FROM messages "
-            "WHERE sender_id = ANY($1::bigint[]) OR recipient_id = ANY($1::bigint[])", users)
-    finally:
-        await connection.close()
-    return {user: {row["id"] for row in rows if user in (row["sender_id"], row["recipient_id"])}
-            for user in users}
 
 
 def report(title: str, figures: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:

@@ -142,7 +142,7 @@ def test_options_are_read_from_the_environment() -> None:
     opts = Options().with_env({"BENCH_SECONDS": "3", "BENCH_FANOUT_CONCURRENCY": "1,16", "BENCH_RUNS": ""})
 
     assert (opts.seconds, opts.fanout_concurrency, opts.runs) == (3.0, (1, 16), 2)
-    with pytest.raises(BenchError, match="BENCH_RUNS must be a number"):
+    with pytest.raises(BenchError, match="BENCH_RUNS must be a whole number"):
         Options().with_env({"BENCH_RUNS": "two"})
     with pytest.raises(BenchError, match="BENCH_USERS must be above 0"):
         Options().with_env({"BENCH_USERS": "0"})

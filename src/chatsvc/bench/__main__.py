@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_report(pickle.load(saved), opts)  # noqa: S301 (our own file)
         else:
             results = run_bench(opts)
-            with RESULTS.open("wb") as saved:
-                pickle.dump(results, saved)
+            with RESULTS.open("wb") as kept:
+                pickle.dump(results, kept)
             write_report(results, opts)
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)

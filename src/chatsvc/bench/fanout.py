@@ -72,11 +72,7 @@ def run_fanout(server_dsn: str, opts: Options) -> FanoutResult:
 async def _fanout(server_dsn: str, opts: Options) -> FanoutResult:
     databases = DatabaseFactory(server_dsn, prefix="bench_fanout")
     dsn = await databases.create(migrated=True)
-    streams = str(opts.fanout_streams + 10)
-    servers = [
-        fanout_server(dsn, name, CHATSVC_STREAM_MAX_PER_PROCESS=streams, CHATSVC_DB_POOL_MAX="20")
-        for name in ("fanout-a", "fanout-b")
-    ]
+    servers = [fanout_server(dsn, name, opts.fanout_streams + 10) for name in ("fanout-a", "fanout-b")]
     try:
         for server in servers:
             await asyncio.to_thread(server.start)

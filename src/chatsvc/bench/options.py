@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chatsvc.config import Settings
 
@@ -100,7 +101,7 @@ class Options:
 
     def with_env(self, environ: Mapping[str, str]) -> Options:
         """These options with each BENCH_<FIELD> set in `environ` in place of the field's value."""
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         for option in dataclasses.fields(self):
             raw = environ.get(f"BENCH_{option.name.upper()}", "")
             if option.name != "workers" and raw:
@@ -117,15 +118,12 @@ def _parse(name: str, raw: str, current: object) -> object:
         if unknown := [key for key in keys if key not in SCENARIOS]:
             raise BenchError(f"{variable}: no scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
         return keys
+    whole = isinstance(current, int | tuple)
     try:
-        if isinstance(current, tuple):
-            value: tuple[int, ...] | float = tuple(int(part) for part in raw.split(","))
-            numbers = list(value)
-        else:
-            value = type(current)(raw)  # type: ignore[call-arg]
-            numbers = [value]
+        numbers = [int(part) if whole else float(part) for part in raw.split(",")]
     except ValueError:
-        raise BenchError(f"{variable} must be a number (or a list of them), not {raw!r}") from None
-    if not all(0 < n < 1e9 for n in numbers):
+        kind = "a whole number" if whole else "a number"
+        raise BenchError(f"{variable} must be {kind}, not {raw!r}") from None
+    if not all(0 < n < 1e9 for n in numbers) or (len(numbers) > 1 and not isinstance(current, tuple)):
         raise BenchError(f"{variable} must be above 0 and below 10^9, not {raw!r}")
-    return value
+    return tuple(numbers) if isinstance(current, tuple) else numbers[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import httpx
 
@@ -43,10 +43,10 @@ class BenchServer(ServerProcess):
         port: int | None = None,
         cheap_hashing: bool = True,
         argv: Sequence[str] = SERVE,
-        **settings: str,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
-        log_path = LOGS / f"{name}.log"
-        super().__init__(dsn, log_path, port=port, cheap_hashing=cheap_hashing, argv=argv, **settings)
+        super().__init__(dsn, LOGS / f"{name}.log", port=port, cheap_hashing=cheap_hashing, argv=argv)
+        self.env.update(settings or {})
         self.name, self.expected_workers = name, workers
 
     def start(self, timeout: float = READY_TIMEOUT) -> BenchServer:
@@ -79,9 +79,8 @@ class BenchServer(ServerProcess):
 
 
 def chatsvc_server(opts: Options, dsn: str, name: str = "hypercorn") -> BenchServer:
-    return BenchServer(
-        name, dsn, opts.workers, cheap_hashing=False, CHATSVC_WORKERS=str(opts.workers), **SHOWN_SETTINGS
-    )
+    settings = {"CHATSVC_WORKERS": str(opts.workers), **SHOWN_SETTINGS}
+    return BenchServer(name, dsn, opts.workers, cheap_hashing=False, settings=settings)
 
 
 def uvicorn_server(opts: Options, dsn: str) -> BenchServer:
@@ -94,13 +93,18 @@ def uvicorn_server(opts: Options, dsn: str) -> BenchServer:
     port = free_port()
     argv = uvicorn_argv(opts, port)
     return BenchServer(
-        "uvicorn", dsn, opts.workers, port=port, cheap_hashing=False, argv=argv, **SHOWN_SETTINGS
+        "uvicorn", dsn, opts.workers, port=port, cheap_hashing=False, argv=argv, settings=SHOWN_SETTINGS
     )
 
 
-def fanout_server(dsn: str, name: str, **settings: str) -> BenchServer:
-    """One `chatsvc serve` process, cheap password hashing, no rate limits."""
-    return BenchServer(name, dsn, 1, **FANOUT_SETTINGS, **settings)
+def fanout_server(dsn: str, name: str, streams: int) -> BenchServer:
+    """One `chatsvc serve` process for `streams` streams: cheap password hashing, no rate limits."""
+    settings = {
+        **FANOUT_SETTINGS,
+        "CHATSVC_STREAM_MAX_PER_PROCESS": str(streams),
+        "CHATSVC_DB_POOL_MAX": "20",
+    }
+    return BenchServer(name, dsn, 1, settings=settings)
 
 
 def shown_settings(opts: Options) -> str:

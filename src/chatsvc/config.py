@@ -158,6 +158,12 @@ class Settings:
     session_touch_interval: float = _setting(
         "CHATSVC_SESSION_TOUCH_INTERVAL", "60", _number(0, 3600),
         "The idle clock is written at most this often per session, seconds.")
+    session_cleanup_interval: float = _setting(
+        "CHATSVC_SESSION_CLEANUP_INTERVAL", "300", _number(0.05, 86400),
+        "Seconds between deletions of expired sessions (one replica at a time, in batches).")
+    session_cleanup_batch: int = _setting(
+        "CHATSVC_SESSION_CLEANUP_BATCH", "1000", _integer(1, 100_000),
+        "Expired sessions deleted per statement.")
     argon2_time_cost: int = _setting("CHATSVC_ARGON2_TIME_COST", "3", _integer(1, 100),
                                      "argon2id iterations.")
     argon2_memory_kib: int = _setting("CHATSVC_ARGON2_MEMORY_KIB", "65536",

@@ -15,6 +15,7 @@ from chatsvc.fanout import Fanout
 from chatsvc.passwords import Passwords
 from chatsvc.ratelimit import KnownTokens
 from chatsvc.readiness import Readiness
+from chatsvc.session_cleanup import clean_up_sessions_forever
 
 
 @dataclass(slots=True)
@@ -54,12 +55,16 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         name="health-watcher")
     fanout = Fanout(settings)
     await fanout.start()
+    cleanup = asyncio.create_task(
+        clean_up_sessions_forever(pool, settings.session_cleanup_interval, settings.session_cleanup_batch),
+        name="session-cleanup")
     try:
         yield Resources(settings, pool, passwords, readiness, fanout)
     finally:
         await fanout.close()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, cleanup):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         passwords.close()
         await pool.close()

@@ -138,7 +138,7 @@ export class ConversationView {
 
   confirm(item, message) {
     this.app.noteMessage(message);
-    if (!item.isConnected) return;
+    if (!item.isConnected || item.dataset.id) return; // gone, or the stream already settled it
     const shown = this.items.get(message.id);
     if (shown && shown !== item) {
       item.remove(); // the stream brought it first
@@ -168,6 +168,7 @@ export class ConversationView {
     item.querySelector(".meta").append(timeElement(message.timestamp));
     this.items.set(message.id, item);
     this.place(item, message.id);
+    if (this.items.size === 1) this.updateHistoryStatus();
   }
 
   fail(item, content, key, error) {
@@ -208,6 +209,7 @@ export class ConversationView {
     item.querySelector(".meta").append(timeElement(message.timestamp));
     this.items.set(message.id, item);
     this.place(item, message.id);
+    if (this.items.size === 1) this.updateHistoryStatus();
   }
 
   messageItem(message) {

@@ -118,6 +118,8 @@ class Settings:
     admin_port: int = _setting(
         "CHATSVC_ADMIN_PORT", "8081", _integer(0, 65535),
         "Admin port: probes, metrics, debug. Never route it from the internet.")
+    h2c: bool = _setting("CHATSVC_H2C", "false", _boolean,
+                         "Serve cleartext HTTP/2 (h2c upgrade and prior knowledge) too.")
     workers: int = _setting("CHATSVC_WORKERS", "1", _integer(1, 256),
                             "Worker processes sharing the listening sockets.")
     log_level: str = _setting("CHATSVC_LOG_LEVEL", "info",

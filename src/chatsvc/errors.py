@@ -32,6 +32,7 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     HEADERS_TOO_LARGE = "headers_too_large"
     INTERNAL = "internal"
+    NOT_IMPLEMENTED = "not_implemented"
     UNAVAILABLE = "unavailable"
 
 
@@ -48,6 +49,7 @@ STATUS: Mapping[ErrorCode, int] = MappingProxyType({
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.NOT_IMPLEMENTED: 501,
     ErrorCode.UNAVAILABLE: 503,
 })
 if set(STATUS) != set(ErrorCode):  # pragma: no cover - a code added without its status

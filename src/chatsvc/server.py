@@ -83,10 +83,12 @@ class Drain:
 
 async def serve(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
     """Serve both listeners on already-bound sockets until a signal has drained them."""
+    from chatsvc import framing
     from chatsvc.admin import build_admin_app
     from chatsvc.app import build_app
     from chatsvc.resources import open_resources
 
+    framing.install(h2c=settings.h2c)
     async with open_resources(settings) as resources:
         drain = Drain(settings, resources.readiness)
         loop = asyncio.get_running_loop()

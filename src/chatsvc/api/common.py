@@ -7,7 +7,7 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from chatsvc import queries
@@ -20,6 +20,10 @@ T = TypeVar("T")
 
 _FIELD_MESSAGE = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+class ClientGone(Exception):
+    """The client went away while sending its body: no error of ours (logged at info, counted 499)."""
 
 
 async def read_body(request: Request) -> bytes:
@@ -38,6 +42,8 @@ async def read_body(request: Request) -> bytes:
                 if received > limit:
                     raise _too_large(limit)
                 chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone from None
     except TimeoutError:
         raise ApiError(ErrorCode.REQUEST_TIMEOUT,
                        f"the request body did not arrive within {settings.read_timeout:g} s") from None

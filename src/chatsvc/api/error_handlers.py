@@ -13,11 +13,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chatsvc.api.common import ClientGone
 from chatsvc.db import UNAVAILABLE_ERRORS
 from chatsvc.errors import ApiError, ErrorCode, codes_for, error_response, invalid_request, unavailable
 from chatsvc.fanout import TooManyStreams
 
 log = logging.getLogger("chatsvc.errors")
+
+# nginx's status for a client that closed the connection before the answer: not a 5xx of ours.
+CLIENT_CLOSED_REQUEST = 499
 
 # Routing's own failures: what each code says when Starlette raises it.
 _HTTP_MESSAGES = {ErrorCode.NOT_FOUND: "no such route",
@@ -39,6 +43,13 @@ async def http_error(request: Request, error: Exception) -> Response:
     return error_response(ApiError(code, message, error.headers))
 
 
+async def client_gone(request: Request, error: Exception) -> Response:
+    """Nobody reads this answer; its status is what the metrics and the access log record."""
+    log.info("client disconnected while sending its request",
+             extra={"request_id": request.scope.get("state", {}).get("request_id")})
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def too_many_streams(request: Request, error: Exception) -> Response:
     return error_response(ApiError(ErrorCode.RATE_LIMITED, str(error), {"Retry-After": "1"}))
 
@@ -58,6 +69,7 @@ Handler = Callable[[Request, Exception], Awaitable[Response]]
 EXCEPTION_HANDLERS: Mapping[type[BaseException], Handler] = {
     ApiError: api_error,
     HTTPException: http_error,
+    ClientGone: client_gone,
     TooManyStreams: too_many_streams,
     asyncpg.DataError: database_rejected_input,
     **dict.fromkeys(UNAVAILABLE_ERRORS, database_unavailable),

@@ -93,7 +93,10 @@ export class ChatApp {
     const peer = { id: peerId, username: await this.nameOf(peerId) };
     if (this.ended) return;
     const onScreen = this.openPeerId === peerId && document.visibilityState === "visible";
+    const known = Boolean(this.conversations.get(peerId));
     this.conversations.noteMessage(message, peer, { countUnread: live && !onScreen });
+    // A conversation beyond the pages loaded so far: the server knows its exact unread count.
+    if (live && !known) this.refreshSoon();
     if (live && this.openPeerId === peerId) this.view.receive(message);
   }
 

@@ -19,10 +19,10 @@ LOCAL_BASE_IMAGE := localhost/chatsvc-base:bookworm
 export CONTAINERS_CONF ?= $(CURDIR)/deploy/podman/containers.conf
 FANOUT_ARGS ?= --streams 100 --messages 2000 --concurrency 1,8
 # Everything ruff checks: the package (the benchmark included), the tests and the Python scripts in bin/.
-LINTED := src tests bin/update-readme bin/build-image
+LINTED := src tests bin/update-readme bin/build-image bin/prometheus-rule
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-rollout fuzz lint readme image base-image migrate psql clean bench bench-scale bench-smoke
+.PHONY: help install run test test-rollout fuzz lint readme prometheus-rule image base-image migrate psql clean bench bench-scale bench-smoke
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ lint: $(STAMP) ## Check style with ruff
 
 readme: $(STAMP) ## Regenerate README.md's routes, settings, targets and script from the code
 	$(BIN)/python bin/update-readme
+
+prometheus-rule: $(STAMP) ## Write deploy/prometheus's PrometheusRule from the rule file (chatsvc-rules.yaml)
+	$(BIN)/python bin/prometheus-rule
 
 image: ## Build the container image with podman (IMAGE=chatsvc:VERSION, BASE_IMAGE=the Python base)
 	bin/build-image --tag $(IMAGE) $(if $(BASE_IMAGE),--base $(BASE_IMAGE))

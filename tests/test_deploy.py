@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -23,6 +22,7 @@ from kubernetes_validate.utils import latest_version
 
 from chatsvc import admin, app
 from chatsvc.config import Settings, describe
+from chatsvc.testing import require_program
 from tests.support import PROJECT_ROOT
 
 K8S = PROJECT_ROOT / "deploy" / "k8s"
@@ -229,9 +229,9 @@ def test_kustomization_lists_every_manifest_and_tags_the_package_version():
     assert kustomization["images"] == [{"name": "chatsvc", "newTag": PROJECT["version"]}]
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kustomize_renders_the_base_into_valid_objects():
-    rendered = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
+    kubectl = require_program("kubectl", "kubernetes-client")
+    rendered = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True,
                               timeout=60, check=False)
     assert rendered.returncode == 0, rendered.stderr
     docs = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from chatsvc.admin.debug import ROUTES
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
-from chatsvc.debug import ROUTES
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from chatsvc import queries
 from chatsvc.config import SessionPolicy
 from chatsvc.migrate import migrate
+from chatsvc.queries.messages import LIST_MESSAGES, list_messages
 from tests.support import DatabaseFactory
 
 USERS = 200
@@ -75,7 +75,7 @@ def index_scans(nodes: list[dict]) -> dict[str, dict]:
 
 async def test_each_listing_branch_is_one_index_range_scan_in_id_order(big: asyncpg.Pool) -> None:
     token_hash = await session_for(big, 17)
-    nodes = await explain(big, queries.LIST_MESSAGES, token_hash, POLICY.idle_timeout, POLICY.touch_interval,
+    nodes = await explain(big, LIST_MESSAGES, token_hash, POLICY.idle_timeout, POLICY.touch_interval,
                           17, 5000, 101)
     scans = index_scans(nodes)
     # The reader's inbox: an ordered range scan that the limit stops, with no sort of the inbox.
@@ -95,8 +95,7 @@ async def list_all(pool: asyncpg.Pool, token_hash: bytes, recipient: int, limit:
     """Every message the holder of `token_hash` may read in `recipient`'s inbox, page by page."""
     seen, start = [], 0
     while True:
-        page = await queries.list_messages(pool, token_hash, POLICY, recipient=recipient, start=start,
-                                           limit=limit)
+        page = await list_messages(pool, token_hash, POLICY, recipient=recipient, start=start, limit=limit)
         assert page is not None
         messages = json.loads(page.messages)
         assert len(messages) <= limit
@@ -125,5 +124,5 @@ async def test_someone_else_sees_only_what_they_sent(big: asyncpg.Pool) -> None:
 
 
 async def test_a_token_that_is_not_valid_reads_nothing(big: asyncpg.Pool) -> None:
-    page = await queries.list_messages(big, secrets.token_bytes(32), POLICY, recipient=17, start=0, limit=10)
+    page = await list_messages(big, secrets.token_bytes(32), POLICY, recipient=17, start=0, limit=10)
     assert page is None

@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from chatsvc.config import Settings
-from chatsvc.ratelimit import BucketTable, KnownTokens, RateLimit, TokenBucket, client_address
+from chatsvc.middleware.ratelimit import BucketTable, KnownTokens, RateLimit, TokenBucket, client_address
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
 

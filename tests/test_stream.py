@@ -624,11 +624,11 @@ async def test_the_replay_is_two_index_range_scans_merged_by_id(databases: Datab
             FROM generate_series(1, 20000) g""")
         await connection.execute("ANALYZE")
         plan = json.loads(await connection.fetchval(
-            "EXPLAIN (FORMAT JSON) " + queries.STREAM_PAGE, 17, 100, 20000, 101))[0]["Plan"]
+            "EXPLAIN (FORMAT JSON) " + queries.stream.STREAM_PAGE, 17, 100, 20000, 101))[0]["Plan"]
         truth = await connection.fetch(
             "SELECT id FROM messages WHERE (recipient_id = 17 OR sender_id = 17) AND id > 100 "
             "ORDER BY id LIMIT 101")
-        rows = await queries.messages_for_stream(connection, 17, after=100, upto=20000, limit=101)
+        rows = await queries.stream.messages_for_stream(connection, 17, after=100, upto=20000, limit=101)
     finally:
         await connection.close()
     nodes, stack = [], [plan]

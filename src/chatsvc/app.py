@@ -8,11 +8,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from chatsvc import metrics, openapi
-from chatsvc.api import health, messages, sessions, stream, users
+from chatsvc.api import check, messages, sessions, stream, users
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
-from chatsvc.middleware import DrainUnreadBody, HeaderLimits, InternalErrors, RequestId, TrailingSlash
-from chatsvc.observe import Observe
-from chatsvc.ratelimit import RateLimit
+from chatsvc.middleware.framing import DrainUnreadBody, HeaderLimits, TrailingSlash
+from chatsvc.middleware.internal_errors import InternalErrors
+from chatsvc.middleware.observe import Observe
+from chatsvc.middleware.ratelimit import RateLimit
+from chatsvc.middleware.request_id import RequestId
 from chatsvc.resources import Resources
 from chatsvc.web import pages
 
@@ -25,7 +27,7 @@ ROUTES = [
     Route("/", pages.root, methods=["GET"]),
     Route("/docs", pages.docs, methods=["GET"]),
     Route("/static/{version}/{name}", pages.static_file, methods=["GET"]),
-    Route("/check", health.check, methods=["GET"]),
+    Route("/check", check.check, methods=["GET"]),
     Route("/users", users.create_user, methods=["POST"]),
     Route("/login", sessions.login, methods=["POST"]),
     Route("/logout", sessions.logout, methods=["POST"]),

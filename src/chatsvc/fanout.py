@@ -275,7 +275,7 @@ class Fanout:
     async def _follow(self, connection: asyncpg.Connection) -> None:
         """LISTEN on `connection` and keep the watermark current until the connection fails."""
         connection.add_termination_listener(lambda _: self._kick.set())
-        await connection.add_listener(queries.MESSAGES_CHANNEL, self._on_notification)
+        await connection.add_listener(queries.stream.MESSAGES_CHANNEL, self._on_notification)
         await connection.add_listener(revocation.CHANNEL, self._on_revoked)
         # Anything committed while no connection was listening went unannounced: every stream looks,
         # and checks its session.
@@ -303,12 +303,12 @@ class Fanout:
         """Read the newest id and the transactions in progress; deliver what became settled."""
         wake_all, self._wake_all_pending = self._wake_all_pending, False
         try:
-            row = await connection.fetchrow(queries.MESSAGES_HORIZON, timeout=self.settings.db_timeout)
+            row = await connection.fetchrow(queries.stream.MESSAGES_HORIZON, timeout=self.settings.db_timeout)
             now = time.monotonic()
             moved, everyone = self.horizon.observe(row["max_id"], in_progress(row["snapshot"]), now,
                                                    wake_all)
             if self.horizon.pending and self.horizon.oldest_wait(now) >= WRITER_CHECK_AFTER_SECONDS:
-                writers = set(await connection.fetchval(queries.MESSAGE_WRITERS,
+                writers = set(await connection.fetchval(queries.stream.MESSAGE_WRITERS,
                                                         timeout=self.settings.db_timeout))
                 idle = {xid for xid in self.horizon.waiting() if xid & _XID32 not in writers}
                 more_moved, more_everyone = self.horizon.discard(idle)

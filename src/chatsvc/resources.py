@@ -12,8 +12,8 @@ from starlette.requests import HTTPConnection
 from chatsvc.config import SessionPolicy, Settings
 from chatsvc.db import BoundedPool, create_pool
 from chatsvc.fanout import Fanout
+from chatsvc.middleware.ratelimit import KnownTokens
 from chatsvc.passwords import Passwords
-from chatsvc.ratelimit import KnownTokens
 from chatsvc.readiness import Readiness
 from chatsvc.session_cleanup import clean_up_sessions_forever
 

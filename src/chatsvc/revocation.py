@@ -23,7 +23,7 @@ log = logging.getLogger("chatsvc.revocation")
 CHANNEL = "chatsvc_revoked"
 EVERYONE = "*"
 
-# Of the tokens $1, those whose session is still valid (the rule of queries' `_CALLER`, without
+# Of the tokens $1, those whose session is still valid (the rule of queries.sessions.CALLER, without
 # refreshing the idle clock: a revocation check is not the client's activity). $2 idle timeout.
 STILL_VALID = """
 SELECT token_hash FROM sessions

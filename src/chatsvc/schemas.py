@@ -63,7 +63,7 @@ Url = Annotated[str, Meta(
                 "and no user information (`user:password@`). A scheme-less reference is accepted.",
     extra_json_schema={"minLength": 1, "maxLength": URL_MAX_CHARS, "pattern": URL_PATTERN})]
 # RFC 3339 in UTC with a `Z`. Typed for the API description; the value sent is the text the
-# database formats (queries._TIMESTAMP), so a 201 and every later listing show the same string.
+# database formats (queries.messages.TIMESTAMP), so a 201 and every later listing show the same string.
 Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={"pattern": "Z$"})]
 
 
@@ -186,7 +186,7 @@ class MessageCreated(Struct):
 
 
 class StoredMessage(Struct):
-    """One message of a listing or an event, as the database writes it (queries._MESSAGE_JSON)."""
+    """One message of a listing or an event, as the database writes it (queries.messages.MESSAGE_JSON)."""
 
     id: int
     timestamp: Timestamp

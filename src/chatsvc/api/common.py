@@ -99,7 +99,7 @@ async def authenticate(request: Request) -> int:
     """The caller's user id, or 401."""
     resources = resources_of(request)
     digest = token_hash(request)
-    user_id = await queries.user_for_token(resources.pool, digest, resources.session_policy)
+    user_id = await queries.sessions.user_for_token(resources.pool, digest, resources.session_policy)
     return identified(request, digest, user_id)
 
 

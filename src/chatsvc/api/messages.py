@@ -90,7 +90,7 @@ async def create_message(request: Request) -> Response:
             raise invalid_request(f"content.text: expected at most {settings.max_text_chars} characters")
     content = encoder.encode(message.content).decode()
     try:
-        sent = await queries.send_message(
+        sent = await queries.messages.send_message(
             resources.pool, digest, resources.session_policy, recipient=message.recipient, content=content,
             idempotency_key=idempotency_key, sender=message.sender)
     except asyncpg.ForeignKeyViolationError:
@@ -110,7 +110,7 @@ async def list_messages(request: Request) -> Response:
     digest = token_hash(request)
     async with _token_checked_first(request):
         query = convert(await _listing_parameters(request), ListingQuery)
-    page = await queries.list_messages(resources.pool, digest, resources.session_policy,
+    page = await queries.messages.list_messages(resources.pool, digest, resources.session_policy,
                                        recipient=query.recipient, start=query.start, limit=query.page_size)
     identified(request, digest, None if page is None else page.caller)
     # The database wrote the messages' JSON; it goes out without being parsed here.
@@ -142,7 +142,7 @@ def _idempotency_key(request: Request) -> str | None:
 
 async def _replay(pool: BoundedPool, sender: int, key: str, message: NewMessage) -> Response:
     """The first answer again for a retry, or 409 when the key now names a different request."""
-    original = await queries.message_by_idempotency_key(pool, sender, key)
+    original = await queries.messages.message_by_idempotency_key(pool, sender, key)
     if original is None:
         raise ApiError(ErrorCode.CONFLICT, "Idempotency-Key: a request with this key is in progress")
     same = (original.recipient_id == message.recipient

@@ -25,16 +25,18 @@ async def login(request: Request) -> Response:
     """Log in `{"username", "password"}`: `200 {"id", "token"}`, or 401 for a wrong name or password."""
     resources = resources_of(request)
     credentials = decode(login_decoder, await read_body(request))
-    user = await queries.user_for_login(resources.pool, credentials.username)
+    user = await queries.users.user_for_login(resources.pool, credentials.username)
     stored_hash = None if user is None else user["password_hash"]
     verdict = await resources.passwords.verify(stored_hash, credentials.password)
     if user is None or not verdict.ok:
         metrics.LOGINS.labels(result="failure").inc()
         raise unauthorized("wrong username or password")
     if verdict.new_hash is not None:
-        await queries.replace_password_hash(resources.pool, user["id"], old=stored_hash, new=verdict.new_hash)
+        await queries.users.replace_password_hash(resources.pool, user["id"], old=stored_hash,
+                                                  new=verdict.new_hash)
     token, digest = new_token()
-    await queries.create_session(resources.pool, digest, user_id=user["id"], policy=resources.session_policy)
+    await queries.sessions.create_session(resources.pool, digest, user_id=user["id"],
+                                          policy=resources.session_policy)
     metrics.LOGINS.labels(result="success").inc()
     request.state.user_id = user["id"]
     return json_response(LoggedIn(user["id"], token))
@@ -50,6 +52,6 @@ async def logout(request: Request) -> Response:
     await authenticate(request)
     digest = token_hash(request)
     resources = resources_of(request)
-    await queries.revoke_session(resources.pool, digest)
+    await queries.sessions.revoke_session(resources.pool, digest)
     resources.known_tokens.forget(digest)
     return Response(status_code=204)

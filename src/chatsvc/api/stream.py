@@ -193,7 +193,7 @@ class EventStream:
         user = self._subscription.user_id
         while (upto := self._fanout.watermark) > self._scanned:
             limit = min(PAGE, await self._wait_for_room())
-            rows = await queries.messages_for_stream(self._pool, user, after=self._scanned, upto=upto,
+            rows = await queries.stream.messages_for_stream(self._pool, user, after=self._scanned, upto=upto,
                                                      limit=limit)
             self._buffer.extend(_event(row) for row in rows)
             if rows:
@@ -246,7 +246,7 @@ class EventStream:
             except TimeoutError:
                 pass
             try:
-                user = await queries.user_for_token(self._pool, self._subscription.digest,
+                user = await queries.sessions.user_for_token(self._pool, self._subscription.digest,
                                                     self._resources.session_policy)
             except UNAVAILABLE_ERRORS:
                 continue  # the database is away; the stream waits for it like everything else

@@ -26,8 +26,8 @@ async def create_user(request: Request) -> Response:
     resources = resources_of(request)
     credentials = decode(credentials_decoder, await read_body(request))
     password_hash = await resources.passwords.hash(credentials.password)
-    user_id = await queries.create_user(resources.pool, username=credentials.username,
-                                        password_hash=password_hash)
+    user_id = await queries.users.create_user(resources.pool, username=credentials.username,
+                                              password_hash=password_hash)
     if user_id is None:
         raise ApiError(ErrorCode.CONFLICT, "username: this name is taken")
     return json_response(UserCreated(user_id), status=201)

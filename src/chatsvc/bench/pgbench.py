@@ -74,15 +74,16 @@ def script(kind: str, n: int, uid: int, users: int) -> str:
     """The n-th script of route `kind`, played by user `uid`: exactly the SQL the route runs."""
     token = {1: f":tok{n}"}
     if kind == "post":
-        return f"\\set recipient random(1, {users})\n" + pgbench_sql(queries.SEND_MESSAGE, token | _POST)
+        return (f"\\set recipient random(1, {users})\n"
+                + pgbench_sql(queries.messages.SEND_MESSAGE, token | _POST))
     if kind == "get":
-        return f"\\set me {uid}\n" + pgbench_sql(queries.LIST_MESSAGES, token | _GET)
+        return f"\\set me {uid}\n" + pgbench_sql(queries.messages.LIST_MESSAGES, token | _GET)
     if kind == "login":
         new_session = {1: "sha256(random()::text::bytea)", 2: ":me", 3: ":lifetime"}
         return (
             f"\\set me {uid}\n"
-            + pgbench_sql(queries.USER_FOR_LOGIN, {1: f":uname{n}"})
-            + pgbench_sql(queries.CREATE_SESSION, new_session)
+            + pgbench_sql(queries.users.USER_FOR_LOGIN, {1: f":uname{n}"})
+            + pgbench_sql(queries.sessions.CREATE_SESSION, new_session)
         )
     raise ValueError(kind)
 

@@ -1,71 +1,12 @@
-"""Pure ASGI middleware: request ids, the last-resort 500, header count, trailing slashes."""
+"""The request as it arrives: header limits, the body left unread by an early answer, trailing slashes."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
-import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsvc.errors import ApiError, ErrorCode, error_response
-
-log = logging.getLogger("chatsvc.errors")
-
-_SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
-
-
-class RequestId:
-    """Echo a sane `X-Request-ID`, or make one, and put it on every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = next((value for name, value in scope["headers"]
-                           if name == b"x-request-id"), None)
-        if request_id is None or not _SANE_REQUEST_ID.fullmatch(request_id):
-            request_id = secrets.token_hex(16).encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(n, v) for n, v in message.get("headers", ()) if n != b"x-request-id"]
-                headers.append((b"x-request-id", request_id))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class InternalErrors:
-    """An unexpected exception becomes a logged 500 in the envelope, inside the request-id layer."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        response_started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal response_started
-            response_started |= message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracked)
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": scope["state"].get("request_id")})
-            if response_started:
-                raise  # too late for an envelope: the server drops the connection
-            await error_response(ApiError(ErrorCode.INTERNAL, "internal server error"))(scope, receive, send)
 
 
 class HeaderLimits:

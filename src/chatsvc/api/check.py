@@ -1,4 +1,4 @@
-"""The public readiness probe."""
+"""`GET /check`: the public readiness probe, as the original answered it."""
 
 from __future__ import annotations
 

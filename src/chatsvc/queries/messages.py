@@ -1,0 +1,112 @@
+"""Messages: sending (authenticated in the same statement), idempotent replays, listing pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chatsvc.config import SessionPolicy
+from chatsvc.db import BoundedPool
+from chatsvc.queries import sessions
+
+# A message exactly as the API shows it, built beside the rows: the stored content goes out as it
+# was stored, and no message is decoded and re-encoded in Python. Timestamps are RFC 3339 in UTC
+# with microseconds; the 201 of a send and every later listing or event format the same instant
+# with the same expression, so they are the same string.
+TIMESTAMP = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+MESSAGE_JSON = (
+    """'{"id":' || id || ',"timestamp":"' || """ + TIMESTAMP
+    + """ || '","sender":' || sender_id || ',"recipient":' || recipient_id"""
+    + """ || ',"content":' || content || '}'"""
+)
+
+# No row: the token is not valid. Otherwise the caller, and the new message
+# unless the sender check ($7) failed or the idempotency key ($6) was used.
+SEND_MESSAGE = sessions.CALLER + """, sent AS (
+    INSERT INTO messages (sender_id, recipient_id, content, idempotency_key)
+    SELECT user_id, $4, $5, $6 FROM caller
+    WHERE $7::bigint IS NULL OR $7 = user_id
+    ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, """ + TIMESTAMP + """ AS timestamp
+)
+SELECT caller.user_id AS caller, sent.id, sent.timestamp FROM caller LEFT JOIN sent ON true
+"""
+
+# No row: the token is not valid. Otherwise one row: the caller, the page as a JSON array, and
+# the id of the first message past it (fetched, not shown) or NULL. Only one branch runs: the
+# reader's whole inbox, or what the caller sent to `recipient`, each a range scan of its own index.
+# $6 is the page size.
+LIST_MESSAGES = sessions.CALLER + """
+SELECT caller.user_id AS caller,
+       coalesce('[' || string_agg(page.json, ',' ORDER BY page.id) FILTER (WHERE page.n <= $6) || ']',
+                '[]') AS messages,
+       min(page.id) FILTER (WHERE page.n > $6) AS next_start
+FROM caller LEFT JOIN LATERAL (
+    SELECT id, json, row_number() OVER (ORDER BY id) AS n FROM (
+        (SELECT id, """ + MESSAGE_JSON + """ AS json FROM messages
+         WHERE caller.user_id = $4 AND recipient_id = $4 AND id >= $5
+         ORDER BY id LIMIT $6 + 1)
+        UNION ALL
+        (SELECT id, """ + MESSAGE_JSON + """ AS json FROM messages
+         WHERE caller.user_id <> $4 AND recipient_id = $4 AND sender_id = caller.user_id AND id >= $5
+         ORDER BY id LIMIT $6 + 1)
+    ) AS readable
+) AS page ON true
+GROUP BY caller.user_id
+"""
+
+MESSAGE_BY_IDEMPOTENCY_KEY = """
+SELECT id, """ + TIMESTAMP + """ AS timestamp, recipient_id, content FROM messages
+WHERE sender_id = $1 AND idempotency_key = $2
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The outcome of SEND_MESSAGE for a valid token: `id` is None when nothing was inserted."""
+
+    caller: int
+    id: int | None
+    timestamp: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentOriginal:
+    id: int
+    timestamp: str
+    recipient_id: int
+    content: str
+
+
+async def send_message(
+    db: BoundedPool, token_hash: bytes, policy: SessionPolicy, *,
+    recipient: int, content: str, idempotency_key: str | None, sender: int | None,
+) -> Sent | None:
+    """Authenticate and store in one statement; None when the token is not valid."""
+    row = await db.fetchrow(SEND_MESSAGE, *sessions.caller_parameters(token_hash, policy),
+                            recipient, content, idempotency_key, sender)
+    return None if row is None else Sent(*row)
+
+
+async def message_by_idempotency_key(
+    db: BoundedPool, sender: int, idempotency_key: str
+) -> IdempotentOriginal | None:
+    row = await db.fetchrow(MESSAGE_BY_IDEMPOTENCY_KEY, sender, idempotency_key)
+    return None if row is None else IdempotentOriginal(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A listing page: `messages` is the JSON array, ready to send."""
+
+    caller: int
+    messages: str
+    next_start: int | None
+
+
+async def list_messages(
+    db: BoundedPool, token_hash: bytes, policy: SessionPolicy, *, recipient: int, start: int, limit: int,
+) -> Page | None:
+    """Authenticate and read a page in one statement; None for a token that is not valid."""
+    row = await db.fetchrow(LIST_MESSAGES, *sessions.caller_parameters(token_hash, policy),
+                            recipient, start, limit)
+    return None if row is None else Page(*row)

@@ -1,0 +1,51 @@
+"""Event streams: the notification channel, a stream's page, and the watermark's two looks."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from chatsvc.db import BoundedPool
+from chatsvc.queries.messages import MESSAGE_JSON
+
+# The channel of sql/0002's trigger: "id:sender:recipient …", or "*".
+MESSAGES_CHANNEL = "chatsvc_messages"
+
+# What user $1 received or sent, after id $2 and up to the watermark $3: two range scans
+# (messages_recipient_id, messages_sender_id) merged by id. The `OR` form would read the user's
+# whole history into a bitmap for every page.
+STREAM_PAGE = """
+SELECT id, json FROM (
+    (SELECT id, """ + MESSAGE_JSON + """ AS json FROM messages
+     WHERE recipient_id = $1 AND id > $2 AND id <= $3
+     ORDER BY id LIMIT $4)
+    UNION ALL
+    (SELECT id, """ + MESSAGE_JSON + """ AS json FROM messages
+     WHERE sender_id = $1 AND recipient_id <> $1 AND id > $2 AND id <= $3
+     ORDER BY id LIMIT $4)
+) AS readable
+ORDER BY id
+LIMIT $4
+"""
+
+# The newest message id and the transactions in progress, in one snapshot (fanout.Horizon).
+MESSAGES_HORIZON = """
+SELECT coalesce(max(id), 0) AS max_id, pg_current_snapshot()::text AS snapshot FROM messages
+"""
+
+# The 32-bit xids of the transactions holding any lock on `messages` in this database. An insert
+# locks the table before it takes an id, so a transaction missing here holds no unfinished id.
+MESSAGE_WRITERS = """
+SELECT coalesce(array_agg(DISTINCT x.transactionid::text::bigint), '{}') FROM pg_locks x
+JOIN pg_locks r ON r.virtualtransaction = x.virtualtransaction
+WHERE x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted
+  AND r.locktype = 'relation' AND r.relation = 'messages'::regclass
+  AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+async def messages_for_stream(
+    db: BoundedPool, user: int, *, after: int, upto: int, limit: int
+) -> list[asyncpg.Record]:
+    """Up to `limit` messages `user` received or sent with `after` < id <= `upto`, by id."""
+    return await db.fetch(STREAM_PAGE, user, after, upto, limit)
+

@@ -10,11 +10,13 @@ from starlette.routing import Route
 from chatsvc import metrics, openapi
 from chatsvc.api import check, messages, sessions, stream, users
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
-from chatsvc.middleware.framing import DrainUnreadBody, HeaderLimits, TrailingSlash
+from chatsvc.middleware.header_limits import HeaderLimits
 from chatsvc.middleware.internal_errors import InternalErrors
 from chatsvc.middleware.observe import Observe
 from chatsvc.middleware.ratelimit import RateLimit
 from chatsvc.middleware.request_id import RequestId
+from chatsvc.middleware.trailing_slash import TrailingSlash
+from chatsvc.middleware.unread_body import DrainUnreadBody
 from chatsvc.resources import Resources
 from chatsvc.web import pages
 

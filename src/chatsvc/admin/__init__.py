@@ -9,9 +9,9 @@ from starlette.routing import Route
 from chatsvc.admin import debug
 from chatsvc.admin.probes import healthz, prometheus_metrics, readyz
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
-from chatsvc.middleware.framing import TrailingSlash
 from chatsvc.middleware.internal_errors import InternalErrors
 from chatsvc.middleware.request_id import RequestId
+from chatsvc.middleware.trailing_slash import TrailingSlash
 from chatsvc.resources import Resources
 
 ROUTES = [

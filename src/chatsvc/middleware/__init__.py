@@ -1,8 +1,11 @@
 """Pure ASGI middleware, one module each, listed in the order the public app runs them (app.py).
 
+- unread_body: a body an early answer left unread is drained while the answer goes out
 - request_id: `X-Request-ID` on every response
 - internal_errors: the last-resort 500 in the envelope
 - observe: metrics and the access log, by route template
-- framing: header limits (431), draining an unread body, trailing slashes
+- header_limits: too many headers or header bytes (431)
+- trailing_slash: `/messages/` is `/messages`
+- (Starlette's CORS)
 - ratelimit: token buckets per client and the 429 before the app runs
 """

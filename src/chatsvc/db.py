@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,15 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     # connections (PostgreSQL cannot demote without one), a write there fails this way.
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+# Opening a connection failed before anything was sent: refused (no server listens), the server
+# is starting or stopping, or no host of a multi-host URL is a primary (yet).
+NO_SERVER_YET_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+)
+CONNECT_RETRY_MIN_SECONDS = 0.02
+CONNECT_RETRY_MAX_SECONDS = 0.25
 # asyncpg's default: every query of the service fits.
 DEFAULT_STATEMENT_CACHE_SIZE = 100
 
@@ -42,8 +52,8 @@ class BoundedPool:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
 
-    def acquire(self, *, timeout: float | None = None) -> Any:
-        return self._pool.acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+    def acquire(self, *, timeout: float | None = None) -> _Acquire:
+        return _Acquire(self._pool, self._acquire_timeout if timeout is None else timeout)
 
     async def execute(self, query: str, *args: Any) -> str:
         async with self.acquire() as connection:
@@ -72,6 +82,40 @@ class BoundedPool:
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+class _Acquire:
+    """`async with pool.acquire()`: waits, within its timeout, for a database that accepts connections.
+
+    During a failover or switchover no node accepts writes for a second or two: the old primary
+    refuses connections, the one being promoted is still read-only. Nothing has been sent then, so
+    trying again is safe, and a request that arrives in that gap is answered late instead of 503.
+    """
+
+    __slots__ = ("_connection", "_pool", "_timeout")
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._connection: Any = None
+
+    async def __aenter__(self) -> Any:
+        deadline = time.monotonic() + self._timeout
+        delay = CONNECT_RETRY_MIN_SECONDS
+        while True:
+            try:
+                self._connection = await self._pool.acquire(timeout=max(deadline - time.monotonic(), 0))
+                return self._connection
+            except TimeoutError:
+                raise  # the whole wait is used up (TimeoutError is an OSError)
+            except NO_SERVER_YET_ERRORS:
+                if time.monotonic() + delay >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, CONNECT_RETRY_MAX_SECONDS)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._pool.release(self._connection)
 
 
 async def create_pool(settings: Settings) -> BoundedPool:

@@ -69,7 +69,8 @@ def load_migrations(sql_dir: Path) -> list[Migration]:
 async def migrate(dsn: str, sql_dir: Path | None = None) -> list[str]:
     """Apply every pending migration, then the data steps SQL cannot do; returns the names applied."""
     migrations = load_migrations(sql_dir or default_sql_dir())
-    connection = await asyncpg.connect(dsn)
+    # A role may carry the request pool's statement_timeout (deploy/cnpg); a migration may take longer.
+    connection = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
     try:
         applied = await apply_pending(connection, migrations)
         await fill_username_skeletons(connection)

@@ -54,6 +54,8 @@ SCENARIOS = {
     )
 }
 UVICORN_SCENARIOS = ("check", "post", "get")
+# Routes measured directly and through PgBouncer (transaction pooling): the pooler's cost.
+POOLER_SCENARIOS = ("post", "get")
 
 
 @dataclass

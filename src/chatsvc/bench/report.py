@@ -16,7 +16,7 @@ from chatsvc.bench.pgbench import USERS, script
 from chatsvc.bench.routes import PROFILE_LINES, Results
 from chatsvc.bench.scale import Growth
 from chatsvc.bench.servers import shown_settings, uvicorn_argv
-from chatsvc.bench.tables import mean, num
+from chatsvc.bench.tables import mean, num, title
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "report.md"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -98,6 +98,7 @@ def report(results: Results, opts: Options) -> str:
         get_script=script("get", 1, 1, data.users).rstrip(),
         uvicorn_command=" ".join(["uvicorn", *uvicorn_argv(opts, "<port>")[3:]]),
         uvicorn=tables.uvicorn(results),
+        pooler=tables.pooler(results),
         paced_connections=opts.paced_connections,
         pace_ms=opts.pace_ms,
         storm_logins=opts.storm_logins,
@@ -114,6 +115,13 @@ def headline(results: Results, opts: Options) -> str:
     if results.storm:
         ratios = " / ".join(num(stormy.p99_ms / quiet.p99_ms, 2) for quiet, stormy, _ in results.storm)
         storm = "\n\n" + render("headline-storm", storm_logins=opts.storm_logins, ratios=ratios)
+    pooler = ""
+    if results.pooler:
+        ratios = "; ".join(
+            f"{title(key)} " + " / ".join(num(pooled.rate / direct.rate, 2) for direct, pooled in pairs)
+            for key, pairs in results.pooler.items()
+        )
+        pooler = "\n\n" + render("headline-pooler", ratios=ratios)
     peaks = [r.peak_rss_mb for runs in results.routes.values() for r in runs if r.peak_rss_mb]
     if peaks:
         message_peaks = _message_peaks(results) or peaks
@@ -127,6 +135,7 @@ def headline(results: Results, opts: Options) -> str:
         started=results.started,
         table=tables.headline(results),
         storm=storm,
+        pooler=pooler,
         memory=memory,
     )
 

@@ -15,9 +15,17 @@ from chatsvc.bench.data import Dataset, postmaster_pid, prefill, private_cluster
 from chatsvc.bench.fanout import FanoutResult, run_fanout
 from chatsvc.bench.load import Load, Run
 from chatsvc.bench.machine import describe_machine
-from chatsvc.bench.options import LOGS, SCENARIOS, UVICORN_SCENARIOS, Options, Scenario, log
+from chatsvc.bench.options import (
+    LOGS,
+    POOLER_SCENARIOS,
+    SCENARIOS,
+    UVICORN_SCENARIOS,
+    Options,
+    Scenario,
+    log,
+)
 from chatsvc.bench.pgbench import Pgbench
-from chatsvc.bench.servers import BenchServer, chatsvc_server, profile_of, uvicorn_server
+from chatsvc.bench.servers import BenchServer, chatsvc_server, pooled_server, profile_of, uvicorn_server
 from chatsvc.testing import DatabaseFactory
 
 PROFILE_LINES = 15  # of each profile, in the report
@@ -30,6 +38,7 @@ class Results:
     routes: dict[str, list[Run]] = field(default_factory=dict)
     pgbench: dict[str, list[Run]] = field(default_factory=dict)
     uvicorn: dict[str, list[tuple[Run, Run]]] = field(default_factory=dict)  # (hypercorn, uvicorn)
+    pooler: dict[str, list[tuple[Run, Run]]] = field(default_factory=dict)  # (direct, via PgBouncer)
     storm: list[tuple[Run, Run, Run]] = field(default_factory=list)  # (quiet GET, GET in storm, logins)
     profiles: dict[str, str] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
@@ -68,7 +77,13 @@ def run_bench(opts: Options) -> Results:
             load.servers = [hyper, uvicorn]
             log(f"uvicorn: {opts.workers} workers on {uvicorn.url}")
             for key in (k for k in UVICORN_SCENARIOS if k in opts.scenarios):
-                against_uvicorn(SCENARIOS[key], load, hyper, uvicorn, results)
+                alternating(SCENARIOS[key], load, hyper, uvicorn, results.uvicorn)
+            uvicorn.stop()
+            pooled = cleanup.enter_context(pooled_server(opts, data.dsn))
+            load.servers = [hyper, pooled]
+            log(f"chatsvc serve through PgBouncer: {opts.workers} workers on {pooled.url}")
+            for key in (k for k in POOLER_SCENARIOS if k in opts.scenarios):
+                alternating(SCENARIOS[key], load, hyper, pooled, results.pooler)
             results.commands = load.commands
         results.fanout = run_fanout(server_dsn, opts)
     results.elapsed = time.monotonic() - began
@@ -100,21 +115,22 @@ def measure_route(
         results.profiles[key] = profile(load, scenario, server, opts.profile_seconds)
 
 
-def against_uvicorn(
-    scenario: Scenario, load: Load, hyper: BenchServer, uvicorn: BenchServer, results: Results
+def alternating(
+    scenario: Scenario, load: Load, ours: BenchServer, other: BenchServer,
+    into: dict[str, list[tuple[Run, Run]]],
 ) -> None:
     """Both servers up at once, their runs alternating: the machine's drift touches both alike."""
-    for server in (hyper, uvicorn):
+    for server in (ours, other):
         load.wrk(scenario.script, server, seconds=load.opts.warmup, measure=False)
     for n in range(1, load.opts.runs + 1):
         pair = (
-            load.wrk(scenario.script, hyper, label=f"{scenario.key}-hypercorn"),
-            load.wrk(scenario.script, uvicorn, label=f"{scenario.key}-uvicorn"),
+            load.wrk(scenario.script, ours, label=f"{scenario.key}-{ours.name}-vs-{other.name}"),
+            load.wrk(scenario.script, other, label=f"{scenario.key}-{other.name}"),
         )
-        results.uvicorn.setdefault(scenario.key, []).append(pair)
+        into.setdefault(scenario.key, []).append(pair)
         log(
-            f"{scenario.title} run {n}: Hypercorn {pair[0].rate:,.0f} req/s, "
-            f"uvicorn {pair[1].rate:,.0f} req/s"
+            f"{scenario.title} run {n}: {ours.name} {pair[0].rate:,.0f} req/s, "
+            f"{other.name} {pair[1].rate:,.0f} req/s"
         )
 
 

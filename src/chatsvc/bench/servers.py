@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from chatsvc.bench.options import LOGS, BenchError, Options
+from chatsvc.bench.options import DATA, LOGS, BenchError, Options
 from chatsvc.bench.procfs import cmdline, tree
+from chatsvc.ha.pooler import PgBouncer
 from chatsvc.testing import SERVE, ServerProcess, free_port
 
 # Production settings, except where a benchmark on one machine must differ (named in the report).
@@ -81,6 +84,18 @@ class BenchServer(ServerProcess):
 def chatsvc_server(opts: Options, dsn: str, name: str = "hypercorn") -> BenchServer:
     settings = {"CHATSVC_WORKERS": str(opts.workers), **SHOWN_SETTINGS}
     return BenchServer(name, dsn, opts.workers, cheap_hashing=False, settings=settings)
+
+
+@contextlib.contextmanager
+def pooled_server(opts: Options, dsn: str) -> Iterator[BenchServer]:
+    """chatsvc at the same settings, its request pool through PgBouncer (deploy/ha/pgbouncer.ini)."""
+    query = parse_qs(urlsplit(dsn).query)
+    database = urlsplit(dsn).path.lstrip("/")
+    with PgBouncer(DATA / "pgbouncer", query["host"][0], int(query["port"][0]), database) as pooler:
+        server = chatsvc_server(opts, dsn, name="pooled")
+        server.env["CHATSVC_POOLER_URL"] = pooler.url
+        with server:
+            yield server
 
 
 def uvicorn_server(opts: Options, dsn: str) -> BenchServer:

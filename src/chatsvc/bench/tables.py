@@ -142,6 +142,29 @@ def uvicorn(results: Results) -> str:
     return table(header, rows)
 
 
+def pooler(results: Results) -> str:
+    header = (
+        "route | run | direct req/s | PgBouncer req/s | PgBouncer ÷ direct | direct p99 ms | "
+        "PgBouncer p99 ms | direct CPU s/1000 | PgBouncer CPU s/1000"
+    )
+    rows = [
+        [
+            title(key),
+            n,
+            num(d.rate),
+            num(b.rate),
+            num(b.rate / d.rate, 2),
+            num(d.p99_ms, 2),
+            num(b.p99_ms, 2),
+            num(d.server_cpu, 3),
+            num(b.server_cpu, 3),
+        ]
+        for key, pairs in results.pooler.items()
+        for n, (d, b) in enumerate(pairs, start=1)
+    ]
+    return table(header, rows)
+
+
 def storm(results: Results) -> str:
     header = (
         "run | GET req/s alone | GET p50 / p99 ms alone | GET req/s in storm | "

@@ -66,6 +66,7 @@ def results() -> Results:
         routes=routes,
         pgbench={key: [run(3000), run(2600)] for key in ("post", "get", "login")},
         uvicorn={key: [(run(1000), run(1100))] * 2 for key in ("check", "post", "get")},
+        pooler={key: [(run(1000), run(800))] * 2 for key in ("post", "get")},
         storm=[(run(350, 6), run(340, 9), run(8, 3000, 174))] * 2,
         profiles={"check": "10 function calls in 1 second\n   ncalls  tottime"},
         commands={"check": "wrk -t2 -c32 ..."},
@@ -100,6 +101,7 @@ def test_the_report_has_every_section_and_well_formed_tables(tmp_path: Path) -> 
         "Machine",
         "How it was run",
         "Routes",
+        "Connection pooler: PgBouncer against direct connections",
         "Login storm",
         "Profiles",
         "Fan-out: GET /messages/stream across processes",
@@ -110,6 +112,8 @@ def test_the_report_has_every_section_and_well_formed_tables(tmp_path: Path) -> 
     assert not re.search(r"\$\{?[a-z_]{2,}", text), "a template name was left unfilled"
     assert "| 8 | 238 | 2000 | 0 | 0 | -2.70 / 4.50 / 22.00 | 19.00 / 165.00 / 269.00 |" in text
     assert "| POST /messages ≥ 0.5 × pgbench (same SQL) | 0.50 | 0.54 | **met** |" in text
+    assert "| POST /messages | 1 | 800 | 1,000 | 0.80 |" in text  # through PgBouncer, then direct
+    assert "req/s as a ratio of direct connections: POST /messages 0.80 / 0.80;" in text
     tables = tables_of(text)
     assert len(tables) >= 8
     for table in tables:

@@ -118,49 +118,37 @@ def pgbench(results: Results) -> str:
 
 
 def uvicorn(results: Results) -> str:
-    header = (
-        "route | run | Hypercorn req/s | uvicorn req/s | Hypercorn ÷ uvicorn | "
-        "Hypercorn p99 ms | uvicorn p99 ms | Hypercorn CPU s/1000 | uvicorn CPU s/1000 | "
-        "Hypercorn / uvicorn peak RSS MB"
-    )
-    rows = [
-        [
-            title(key),
-            n,
-            num(h.rate),
-            num(u.rate),
-            num(h.rate / u.rate, 2),
-            num(h.p99_ms, 2),
-            num(u.p99_ms, 2),
-            num(h.server_cpu, 3),
-            num(u.server_cpu, 3),
-            f"{num(h.peak_rss_mb)} / {num(u.peak_rss_mb)}",
-        ]
-        for key, pairs in results.uvicorn.items()
-        for n, (h, u) in enumerate(pairs, start=1)
-    ]
-    return table(header, rows)
+    return _pairs(results.uvicorn, "Hypercorn", "uvicorn", rss=True)
 
 
 def pooler(results: Results) -> str:
+    """Runs through PgBouncer against direct ones; the pairs are kept (direct, PgBouncer)."""
+    pairs = {key: [(pooled, direct) for direct, pooled in runs] for key, runs in results.pooler.items()}
+    return _pairs(pairs, "PgBouncer", "direct")
+
+
+def _pairs(pairs: dict[str, list[tuple[Run, Run]]], first: str, second: str, rss: bool = False) -> str:
+    """Alternating runs of two servers, a row per pair: rates, their ratio, p99, CPU (and RSS)."""
     header = (
-        "route | run | direct req/s | PgBouncer req/s | PgBouncer ÷ direct | direct p99 ms | "
-        "PgBouncer p99 ms | direct CPU s/1000 | PgBouncer CPU s/1000"
+        f"route | run | {first} req/s | {second} req/s | {first} ÷ {second} | "
+        f"{first} p99 ms | {second} p99 ms | {first} CPU s/1000 | {second} CPU s/1000"
+        + (f" | {first} / {second} peak RSS MB" if rss else "")
     )
     rows = [
         [
             title(key),
             n,
-            num(d.rate),
+            num(a.rate),
             num(b.rate),
-            num(b.rate / d.rate, 2),
-            num(d.p99_ms, 2),
+            num(a.rate / b.rate, 2),
+            num(a.p99_ms, 2),
             num(b.p99_ms, 2),
-            num(d.server_cpu, 3),
+            num(a.server_cpu, 3),
             num(b.server_cpu, 3),
+            *([f"{num(a.peak_rss_mb)} / {num(b.peak_rss_mb)}"] if rss else []),
         ]
-        for key, pairs in results.pooler.items()
-        for n, (d, b) in enumerate(pairs, start=1)
+        for key, runs in pairs.items()
+        for n, (a, b) in enumerate(runs, start=1)
     ]
     return table(header, rows)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -11,14 +10,13 @@ import pytest
 
 from chatsvc.app import build_app
 from chatsvc.config import Settings
-from chatsvc.migrate import migrate
 from chatsvc.resources import Resources, open_resources
-from tests.support import PROJECT_ROOT, DatabaseFactory, User, sign_up_and_log_in
+from chatsvc.testing import CHEAP_HASHING, DatabaseFactory, User, postgres_server, sign_up_and_log_in
+from tests import PROJECT_ROOT
 
-# Cheap argon2 parameters: the suite hashes hundreds of passwords.
+# The in-process app's settings: cheap hashing (the suite hashes hundreds of passwords), no limits.
 TEST_SETTINGS = {
-    "CHATSVC_ARGON2_TIME_COST": "1",
-    "CHATSVC_ARGON2_MEMORY_KIB": "64",
+    **CHEAP_HASHING,
     "CHATSVC_RATE": "0",
     "CHATSVC_AUTH_RATE": "0",
     "CHATSVC_LOG_LEVEL": "warning",
@@ -28,19 +26,8 @@ TEST_SETTINGS = {
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     """A PostgreSQL server: DATABASE_URL's when set, else a private cluster under `.data/`."""
-    if url := os.environ.get("DATABASE_URL"):
-        yield url
-        return
-    from chatsvc.devdb import PrivateCluster
-
-    # Not durable: a throwaway cluster, faster without fsync (make run's is durable).
-    cluster = PrivateCluster(PROJECT_ROOT / ".data" / "test", durable=False)
-    if running := cluster.url():
-        # Another run of the suite holds it: share it (each run makes its own databases).
-        yield running
-        return
-    with cluster:
-        yield cluster.dsn
+    with postgres_server(PROJECT_ROOT / ".data" / "test") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +41,7 @@ async def databases(server_dsn: str) -> AsyncIterator[DatabaseFactory]:
 @pytest.fixture(scope="session")
 async def database_url(databases: DatabaseFactory) -> str:
     """One migrated database for the in-process tests; each test makes its own users."""
-    url = await databases.create()
-    await migrate(url)
-    return url
+    return await databases.create(migrated=True)
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ from starlette.routing import Route
 
 from chatsvc.app import ROUTES
 from chatsvc.config import Settings
+from chatsvc.testing import User, assert_error
 from chatsvc.tokens import digest
-from tests.support import User
 
 # Every (method, path) of the public app, classified. HEAD is GET without a body (Starlette).
 PUBLIC = {
@@ -101,8 +101,8 @@ async def call(client: httpx.AsyncClient, method: str, path: str, authorization:
 def assert_unauthorized(response: httpx.Response) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
-    if response.request.method != "HEAD":
-        assert response.json()["error"]["code"] == "unauthorized", response.text
+    if response.request.method != "HEAD":  # a HEAD answer has no body
+        assert_error(response, 401, "unauthorized")
 
 
 def bearer(user: User) -> str:
@@ -242,7 +242,7 @@ async def test_another_users_token_gets_only_what_that_user_may_do(
     after = await db.fetchval("SELECT count(*) FROM messages WHERE sender_id = ANY($1)",
                               [victim.id, other.id, third.id])
     if status == 403:
-        assert response.json()["error"]["code"] == "forbidden"
+        assert_error(response, 403, "forbidden")
         assert after == before, "a forbidden send stored something"
     elif status == 201:
         row = await db.fetchrow("SELECT sender_id, recipient_id, content::text FROM messages WHERE id = $1",

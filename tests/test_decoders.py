@@ -34,7 +34,7 @@ from chatsvc.schemas import (
     login_decoder,
     new_message_decoder,
 )
-from tests.support import User
+from chatsvc.testing import User
 
 DIRECT = settings(derandomize=True, database=None, deadline=None, max_examples=400)
 THROUGH_THE_APP = settings(derandomize=True, database=None, deadline=None, max_examples=60,

@@ -23,7 +23,7 @@ from kubernetes_validate.utils import latest_version
 from chatsvc import admin, app
 from chatsvc.config import Settings, describe
 from chatsvc.testing import require_program
-from tests.support import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 K8S = PROJECT_ROOT / "deploy" / "k8s"
 CONTAINERFILE = PROJECT_ROOT / "Containerfile"

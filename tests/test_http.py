@@ -15,28 +15,10 @@ import pytest
 from chatsvc.app import build_app
 from chatsvc.config import Settings
 from chatsvc.resources import Resources
-from tests.support import User
+from chatsvc.testing import User, assert_error, media_type
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 JSON = "application/json"
-
-
-def media_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "").split(";")[0].strip()
-
-
-def assert_error(response: httpx.Response, status: int, code: str | set[str]) -> str:
-    """The response is the error envelope, with `status` and `code`; returns its message."""
-    assert response.status_code == status, response.text
-    assert media_type(response) == JSON
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
-    codes = {code} if isinstance(code, str) else code
-    assert body["error"]["code"] in codes, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert "Traceback" not in response.text
-    return body["error"]["message"]
 
 
 def header_list(response: httpx.Response, name: str) -> set[str]:

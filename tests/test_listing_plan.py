@@ -12,7 +12,7 @@ import pytest
 from chatsvc.config import SessionPolicy
 from chatsvc.migrate import migrate
 from chatsvc.queries.messages import LIST_MESSAGES, list_messages
-from tests.support import DatabaseFactory
+from chatsvc.testing import DatabaseFactory
 
 USERS = 200
 MESSAGES = 120_000

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from chatsvc.config import Settings
-from tests.support import User
+from chatsvc.testing import User, assert_error
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 MAX_ID = 2**63 - 1
@@ -61,18 +61,6 @@ async def seed(db: asyncpg.Pool, sender: User, recipient: User, count: int) -> l
 
 async def rows_from(db: asyncpg.Pool, sender: User) -> int:
     return await db.fetchval("SELECT count(*) FROM messages WHERE sender_id = $1", sender.id)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> str:
-    """The response is the error envelope with `status` and `code`; returns its message."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message"}
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str)
-    return body["error"]["message"]
 
 
 def assert_invalid(response: httpx.Response, path: str) -> str:

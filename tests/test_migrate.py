@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from chatsvc.migrate import MigrationError, load_migrations, migrate
-from tests.support import PROJECT_ROOT, DatabaseFactory
+from chatsvc.testing import DatabaseFactory
+from tests import PROJECT_ROOT
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from chatsvc.openapi import (
 from chatsvc.readiness import Readiness
 from chatsvc.resources import Resources
 from chatsvc.web.assets import asset_table
-from tests.support import User, sign_up_and_log_in
+from chatsvc.testing import User, sign_up_and_log_in
 
 AUTHENTICATED = {"POST /logout", "GET /messages", "POST /messages", "GET /messages/stream"}
 # Documented statuses that no in-process request can produce, and why.

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from chatsvc.config import Settings
 from chatsvc.middleware.ratelimit import BucketTable, KnownTokens, RateLimit, TokenBucket, client_address
+from chatsvc.testing import assert_error
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
 
@@ -262,11 +263,7 @@ def harness() -> Harness:
 
 def assert_rate_limited(response: httpx.Response) -> int:
     """`response` is the 429 envelope; returns its Retry-After."""
-    assert response.status_code == 429, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == "rate_limited"
-    assert body["error"]["message"]
+    assert_error(response, 429, "rate_limited", request_id=False)  # the middleware alone
     assert response.headers["connection"] == "close"
     assert response.headers["ratelimit-remaining"] == "0"
     retry_after = response.headers["retry-after"]

@@ -12,6 +12,7 @@ import pytest
 
 from chatsvc.app import build_app
 from chatsvc.resources import Resources
+from chatsvc.testing import assert_error
 
 
 @pytest.fixture
@@ -35,8 +36,7 @@ async def test_an_empty_bucket_is_429_with_retry_after(limited: httpx.AsyncClien
     statuses = [(await limited.get("/check")).status_code for _ in range(6)]
     assert statuses == [200] * 5 + [429]
     refused = await limited.get("/check")
-    assert refused.status_code == 429
-    assert refused.json()["error"]["code"] == "rate_limited"
+    assert_error(refused, 429, "rate_limited")
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.headers["connection"] == "close"
     assert refused.headers["x-request-id"]

@@ -11,7 +11,7 @@ import pytest
 
 from chatsvc import admin, app
 from chatsvc.config import describe
-from tests.support import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 UPDATE_README = PROJECT_ROOT / "bin" / "update-readme"
 README = PROJECT_ROOT / "README.md"

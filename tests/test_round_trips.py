@@ -12,7 +12,7 @@ import pytest
 
 from chatsvc.app import build_app
 from chatsvc.resources import Resources
-from tests.support import User
+from chatsvc.testing import User
 
 
 class CountingPool:

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chatsvc.config import Settings
-from tests.support import User
+from chatsvc.testing import User, assert_error
 
 URL_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,}$")
 HASH_COUNT = "chatsvc_password_hash_seconds_count"
@@ -24,18 +24,6 @@ HASH_COUNT = "chatsvc_password_hash_seconds_count"
 
 def unique_name(prefix: str = "s") -> str:
     return f"{prefix}-{secrets.token_hex(6)}"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> str:
-    """`response` is the error envelope with `status` and `code`; returns its message."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    return body["error"]["message"]
 
 
 def assert_unauthorized(response: httpx.Response) -> None:

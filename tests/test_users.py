@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from chatsvc.config import Settings
+from chatsvc.testing import assert_error
 
 
 def unique_name(prefix: str = "u") -> str:
@@ -20,22 +21,6 @@ def unique_name(prefix: str = "u") -> str:
 
 def good_password() -> str:
     return secrets.token_urlsafe(12)
-
-
-def assert_error(response: httpx.Response, status: int, code: str, mentions: str | None = None) -> str:
-    """`response` is the error envelope with `status` and `code`; returns its message."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == code, body
-    message = body["error"]["message"]
-    assert isinstance(message, str) and message
-    assert "Traceback" not in response.text
-    if mentions is not None:
-        assert mentions in message, message
-    return message
 
 
 async def sign_up(client: httpx.AsyncClient, username: str, password: str | None = None) -> httpx.Response:
@@ -111,7 +96,7 @@ async def test_a_name_that_grows_past_64_under_nfc_is_rejected(client: httpx.Asy
     """U+0958 is excluded from composition: NFC turns each one into two code points."""
     username = "\u0958" * 33
     assert len(unicodedata.normalize("NFC", username)) == 66
-    assert_error(await sign_up(client, username), 400, "invalid_request", "username")
+    assert "username" in assert_error(await sign_up(client, username), 400, "invalid_request")
 
 
 @pytest.mark.parametrize("username", ["", "x" * 65, "é" * 65, "e\u0301" * 65],
@@ -119,7 +104,7 @@ async def test_a_name_that_grows_past_64_under_nfc_is_rejected(client: httpx.Asy
 async def test_a_username_of_0_or_more_than_64_characters_is_rejected(
     client: httpx.AsyncClient, username: str
 ) -> None:
-    assert_error(await sign_up(client, username), 400, "invalid_request", "username")
+    assert "username" in assert_error(await sign_up(client, username), 400, "invalid_request")
 
 
 @pytest.mark.parametrize("control", ["\x01", "\x1f", "\x7f", "\x85", "\x9f", "\n", "\t", "\r"],
@@ -127,13 +112,13 @@ async def test_a_username_of_0_or_more_than_64_characters_is_rejected(
 async def test_control_characters_in_a_username_are_rejected(
     client: httpx.AsyncClient, control: str
 ) -> None:
-    assert_error(await sign_up(client, f"ab{control}{secrets.token_hex(4)}"), 400, "invalid_request",
-                 "username")
+    response = await sign_up(client, f"ab{control}{secrets.token_hex(4)}")
+    assert "username" in assert_error(response, 400, "invalid_request")
 
 
 async def test_a_nul_in_a_username_is_a_400_not_a_5xx(client: httpx.AsyncClient) -> None:
     response = await sign_up(client, f"nul\x00{secrets.token_hex(4)}")
-    assert_error(response, 400, "invalid_request", "username")
+    assert "username" in assert_error(response, 400, "invalid_request")
 
 
 async def test_a_nul_in_a_password_is_never_a_5xx(client: httpx.AsyncClient) -> None:
@@ -142,7 +127,7 @@ async def test_a_nul_in_a_password_is_never_a_5xx(client: httpx.AsyncClient) -> 
     response = await sign_up(client, username, password)
     assert response.status_code in (201, 400), response.text
     if response.status_code == 400:
-        assert_error(response, 400, "invalid_request", "password")
+        assert "password" in assert_error(response, 400, "invalid_request")
     else:
         login = await client.post("/login", json={"username": username, "password": password})
         assert login.status_code == 200, login.text
@@ -152,8 +137,8 @@ async def test_a_nul_in_a_password_is_never_a_5xx(client: httpx.AsyncClient) -> 
                          ids=["leading-space", "trailing-space", "both", "leading-nbsp",
                               "trailing-ideographic-space", "trailing-em-space"])
 async def test_leading_or_trailing_whitespace_is_rejected(client: httpx.AsyncClient, template: str) -> None:
-    assert_error(await sign_up(client, template.format(unique_name())), 400, "invalid_request",
-                 "username")
+    response = await sign_up(client, template.format(unique_name()))
+    assert "username" in assert_error(response, 400, "invalid_request")
 
 
 async def test_inner_spaces_are_allowed(client: httpx.AsyncClient) -> None:
@@ -182,7 +167,7 @@ async def test_passwords_outside_8_to_1024_characters_are_rejected(
     client: httpx.AsyncClient, db: asyncpg.Pool, password: str
 ) -> None:
     username = unique_name()
-    assert_error(await sign_up(client, username, password), 400, "invalid_request", "password")
+    assert "password" in assert_error(await sign_up(client, username, password), 400, "invalid_request")
     assert await db.fetchval("SELECT count(*) FROM users WHERE username = $1", username) == 0
 
 
@@ -292,7 +277,7 @@ async def test_two_users_with_one_password_get_different_hashes(
 async def test_missing_fields_and_wrong_types_name_the_field(
     client: httpx.AsyncClient, body: dict, field: str
 ) -> None:
-    assert_error(await client.post("/users", json=body), 400, "invalid_request", field)
+    assert field in assert_error(await client.post("/users", json=body), 400, "invalid_request")
 
 
 @pytest.mark.parametrize("content", [b"[]", b'"text"', b"null", b"42", b"true"],
@@ -324,7 +309,7 @@ async def test_deeply_nested_json_is_never_a_5xx(client: httpx.AsyncClient) -> N
     # Ignored as an unknown field, or refused: either way the client's fault is not a 5xx.
     assert closed.status_code in (201, 400), closed.text
     if closed.status_code == 400:
-        assert_error(closed, 400, closed.json()["error"]["code"])
+        assert_error(closed, 400, {"invalid_json", "invalid_request"})
     assert_error(await client.post("/users", content=head + b"[" * depth), 400, "invalid_json")
 
 

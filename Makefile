@@ -43,14 +43,14 @@ test: $(STAMP) ## Run the whole suite: unit, PostgreSQL, live server and end-to-
 	$(BIN)/pytest
 
 test-rollout: $(STAMP) ## Replace 2 replicas behind HAProxy twice under load; expect 0 failed requests
-	$(BIN)/pytest tests/test_rollout.py
+	$(BIN)/pytest tests/live/test_rollout.py
 
 .PHONY: test-failover
 test-failover: $(STAMP) ## Kill the primary of an HA PostgreSQL (Patroni) under load, then switch over; print the figures
 	$(BIN)/pytest tests/test_failover.py
 
 fuzz: $(STAMP) ## Fuzz the API with Schemathesis: many more cases than make test (several minutes)
-	CHATSVC_FUZZ_EXAMPLES=$${CHATSVC_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/test_fuzz.py
+	CHATSVC_FUZZ_EXAMPLES=$${CHATSVC_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/live/test_fuzz.py
 
 # uvicorn, the comparison server of `make bench`, on top of the development install.
 $(VENV)/.bench-installed: $(STAMP)

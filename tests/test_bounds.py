@@ -42,12 +42,12 @@ Where each bound is tested ("at": the bound itself, "past": one past it):
 - ids up to 2**63 - 1: sender
     at:   test_bounds.py::test_the_largest_sender_id_is_checked_not_refused
     past: test_bounds.py::test_a_sender_id_past_the_largest_is_400
-- header count, CHATSVC_MAX_HEADERS (the app's default; a live server's in test_limits_live.py)
+- header count, CHATSVC_MAX_HEADERS (the app's default; a live server's in live/test_limits.py)
     at:   test_bounds.py::test_exactly_the_maximum_number_of_headers_is_served
     past: test_bounds.py::test_one_header_too_many_is_431
 - header bytes, CHATSVC_MAX_HEADER_BYTES (enforced by hypercorn, so live only)
-    at:   test_limits_live.py::test_headers_just_under_the_byte_limit_are_served
-    past: test_limits_live.py::test_headers_over_the_byte_limit_are_refused
+    at:   live/test_limits.py::test_headers_just_under_the_byte_limit_are_served
+    past: live/test_limits.py::test_headers_over_the_byte_limit_are_refused
 - token length 256
     both: test_tokens.py::test_the_token_is_read_from_either_form_of_the_header
 - idle timeout, CHATSVC_SESSION_IDLE_TIMEOUT
@@ -64,16 +64,9 @@ import pytest
 
 from chatsvc.config import Settings
 from chatsvc.schemas import MAX_ID, PASSWORD_MAX_CHARS, USERNAME_MAX_CHARS
-from tests.support import User
+from chatsvc.testing import User, assert_error
 
 LOGIN_USERNAME_MAX_CHARS = 4 * USERNAME_MAX_CHARS
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"]["code"] == code, body
-    return body["error"]["message"]
 
 
 # --- header count -----------------------------------------------------------------------------

@@ -11,13 +11,11 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +25,15 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
 from chatsvc import metrics
-from chatsvc.migrate import migrate
-from tests.support import DatabaseFactory, ServerProcess, User, sign_up_and_log_in
+from chatsvc.testing import (
+    DatabaseFactory,
+    ServerProcess,
+    User,
+    kill_if_same,
+    make_users,
+    start_time,
+)
+from tests.live.conftest import Launch
 
 DRAIN_DELAY = 1.0
 SHUTDOWN_TIMEOUT = 3.0
@@ -52,44 +57,10 @@ LOAD_TASKS = 8
 SLOW_START = 0.2
 SLOW_DURATION = 1.5
 
-Launch = Callable[..., Awaitable[tuple[ServerProcess, str]]]
-
 
 @pytest.fixture
-async def launch(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[Launch]:
-    """`await launch(**settings)`: a started server on a fresh migrated database, and its URL."""
-    started: list[ServerProcess] = []
-
-    async def start(**settings: str) -> tuple[ServerProcess, str]:
-        url = await databases.create()
-        await migrate(url)
-        process = ServerProcess(url, tmp_path / f"serve-{len(started)}.log", **{**SETTINGS, **settings})
-        try:
-            process.start()
-        except BaseException:
-            process.stop()
-            raise
-        started.append(process)
-        return process, url
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-async def wait_until_listening(server: ServerProcess, workers: int) -> None:
-    """Until every worker serves: hypercorn logs "Running on" once each has its signal handlers."""
-    line = f"Running on http://127.0.0.1:{server.port}"
-    for _ in range(200):
-        if server.log().count(line) >= workers:
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"{workers} workers were not all listening in 10 s:\n{server.log()[-3000:]}")
-
-
-async def make_users(server: ServerProcess, count: int) -> list[User]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        return [await sign_up_and_log_in(client) for _ in range(count)]
+def server_settings() -> dict[str, str]:
+    return SETTINGS
 
 
 async def stored_message_ids(url: str, ids: list[int]) -> set[int]:
@@ -252,7 +223,7 @@ async def drain_under_load(server: ServerProcess, users: list[User], *, warmup: 
     return run
 
 
-async def assert_drained_cleanly(run: DrainRun, server: ServerProcess, url: str) -> None:
+async def assert_drained_cleanly(run: DrainRun, server: ServerProcess) -> None:
     log = server.log()[-5000:]
     # /check: 200 before the signal, then 503 within TURNS_503_WITHIN and never 200 again.
     # (One sent just before the signal may be answered after it, either way.)
@@ -285,22 +256,22 @@ async def assert_drained_cleanly(run: DrainRun, server: ServerProcess, url: str)
         assert run.slow.status_code == 201, run.slow.text
         run.created.append(run.slow.json()["id"])
     # Every message answered 201 is stored.
-    missing = set(run.created) - await stored_message_ids(url, run.created)
+    missing = set(run.created) - await stored_message_ids(server.database_url, run.created)
     assert not missing, f"answered 201 but not stored: {sorted(missing)[:10]}"
     assert run.exit_code == 0, f"exit status {run.exit_code}\n{log}"
     assert run.exit_after <= EXIT_BOUND
 
 
 async def test_drain_under_load_serves_every_request_and_exits_0(launch: Launch) -> None:
-    server, url = await launch()
+    server = await launch()
     users = await make_users(server, LOAD_TASKS)
     run = await drain_under_load(server, users)
     print("drain, 1 process:", run.summary())
-    await assert_drained_cleanly(run, server, url)
+    await assert_drained_cleanly(run, server)
 
 
 async def test_admin_probes_during_the_drain_delay(launch: Launch) -> None:
-    server, _ = await launch()
+    server = await launch()
     async with httpx.AsyncClient(base_url=server.admin_url, timeout=5) as admin:
         ready = await admin.get("/readyz")
         assert (ready.status_code, ready.json()) == (200, {"status": "ready"}), ready.text
@@ -326,8 +297,8 @@ async def test_admin_probes_during_the_drain_delay(launch: Launch) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["1-process", "2-workers"])
 async def test_a_request_in_flight_when_the_listeners_close_finishes(launch: Launch, workers: int) -> None:
-    server, url = await launch(CHATSVC_WORKERS=str(workers))
-    await wait_until_listening(server, workers)
+    server = await launch(CHATSVC_WORKERS=str(workers))
+    await asyncio.to_thread(server.wait_listening, workers)
     (user,) = await make_users(server, 1)
     signalled_at = time.monotonic()
     server.signal(signal.SIGTERM)
@@ -344,7 +315,7 @@ async def test_a_request_in_flight_when_the_listeners_close_finishes(launch: Lau
           f"{time.monotonic() - signalled_at:.2f} s; new connection after close: {probe}; "
           f"exit {code} after {exit_after:.2f} s")
     assert response.status_code == 201, response.text
-    assert await stored_message_ids(url, [response.json()["id"]]) == {response.json()["id"]}
+    assert await stored_message_ids(server.database_url, [response.json()["id"]]) == {response.json()["id"]}
     assert code == 0, server.log()[-3000:]
     # A connection made after the listeners closed must be refused, never accepted and then reset:
     # the client could not tell whether its request was processed.
@@ -352,7 +323,7 @@ async def test_a_request_in_flight_when_the_listeners_close_finishes(launch: Lau
 
 
 async def test_a_second_signal_exits_at_once(launch: Launch) -> None:
-    server, _ = await launch(CHATSVC_DRAIN_DELAY="30")
+    server = await launch(CHATSVC_DRAIN_DELAY="30")
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
         server.signal(signal.SIGTERM)
         deadline = time.monotonic() + 2
@@ -378,7 +349,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 
 async def test_idle_keep_alive_connections_are_closed_cleanly_at_shutdown(launch: Launch) -> None:
     # Idle timeouts far longer than the test: only the shutdown may close the connection.
-    server, _ = await launch(CHATSVC_KEEP_ALIVE_TIMEOUT="60", CHATSVC_READ_TIMEOUT="60")
+    server = await launch(CHATSVC_KEEP_ALIVE_TIMEOUT="60", CHATSVC_READ_TIMEOUT="60")
     request = f"GET /check HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: keep-alive\r\n\r\n"
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
@@ -410,35 +381,6 @@ async def test_idle_keep_alive_connections_are_closed_cleanly_at_shutdown(launch
     # Closed once the listeners closed, not during the drain delay.
     assert DRAIN_DELAY - 0.05 <= closed_after <= DRAIN_DELAY + SHUTDOWN_TIMEOUT
     assert code == 0
-
-
-def process_start_time(pid: int) -> str | None:
-    """The start time of a live (non-zombie) process, to tell it from a later one with its pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] in "ZX" else fields[19]
-
-
-def descendants(root: int) -> dict[int, str]:
-    """Every live descendant of `root`, by pid, with its start time (from each /proc/<pid>/stat)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    found: dict[int, str] = {}
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in found and (started := process_start_time(pid)):
-                found[pid] = started
-                frontier.append(pid)
-    return found
 
 
 def metric_value(text: str, name: str, labels: dict[str, str]) -> float | None:
@@ -482,10 +424,10 @@ async def scrape(admin: httpx.AsyncClient) -> str:
 
 
 async def test_several_workers_count_together_and_drain_on_one_signal(launch: Launch) -> None:
-    server, url = await launch(CHATSVC_WORKERS="2")
+    server = await launch(CHATSVC_WORKERS="2")
     assert server.process is not None
-    await wait_until_listening(server, 2)
-    workers = descendants(server.process.pid)
+    await asyncio.to_thread(server.wait_listening, 2)
+    workers = server.descendants()
     try:
         async with httpx.AsyncClient(base_url=server.admin_url, timeout=5) as admin:
             first = metric_value(await scrape(admin), "chatsvc_http_requests_total", CHECK_OK)
@@ -523,35 +465,24 @@ async def test_several_workers_count_together_and_drain_on_one_signal(launch: La
         users = await make_users(server, 4)
         run = await drain_under_load(server, users)
         print("drain, 2 workers:", run.summary())
-        await assert_drained_cleanly(run, server, url)
+        await assert_drained_cleanly(run, server)
         # No worker (nor any other child) outlives the supervisor.
         for _ in range(40):
-            if not (alive := {pid for pid, started in workers.items() if process_start_time(pid) == started}):
+            if not (alive := {pid for pid, started in workers.items() if start_time(pid) == started}):
                 break
             await asyncio.sleep(0.05)
         assert len(workers) >= 2, workers
         assert not alive, f"still running after the supervisor exited: {alive}"
     finally:
-        for pid, started in workers.items():
-            if process_start_time(pid) == started:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_if_same(workers)
 
-
-
-def spawn_without_waiting(server: ServerProcess) -> subprocess.Popen:
-    """`chatsvc serve` with `server`'s settings; unlike server.start(), not waiting until it serves."""
-    with server.log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "chatsvc", "serve"], env=server.env,
-                                stdout=log, stderr=subprocess.STDOUT)
 
 
 async def test_a_sigterm_while_the_workers_start_still_exits_0(databases: DatabaseFactory,
                                                                tmp_path: Path) -> None:
-    url = await databases.create()
-    await migrate(url)
+    url = await databases.create(migrated=True)
     server = ServerProcess(url, tmp_path / "serve.log", **{**SETTINGS, "CHATSVC_WORKERS": "2"})
-    process = spawn_without_waiting(server)
+    process = server.spawn()  # not start(): the signal comes before it serves
     children: dict[int, str] = {}
     try:
         for _ in range(200):
@@ -560,7 +491,7 @@ async def test_a_sigterm_while_the_workers_start_still_exits_0(databases: Databa
             await asyncio.sleep(0.05)
         else:
             pytest.fail(f"the supervisor did not start its workers:\n{server.log()}")
-        children = descendants(process.pid)
+        children = server.descendants()
         signalled_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:
@@ -569,13 +500,8 @@ async def test_a_sigterm_while_the_workers_start_still_exits_0(databases: Databa
             pytest.fail(f"still running {EXIT_BOUND} s after SIGTERM:\n{server.log()[-3000:]}")
         exit_after = time.monotonic() - signalled_at
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pid, started in children.items():
-            if process_start_time(pid) == started:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        server.stop()
+        kill_if_same(children)  # workers whose supervisor is gone are no longer its descendants
     stopped = [line for line in server.log().splitlines() if '"worker stopped"' in line]
     print(f"SIGTERM while starting: exit {code} after {exit_after:.2f} s; {stopped}")
     assert code == 0, "\n".join(stopped) + "\n" + server.log()[-2000:]

@@ -32,8 +32,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from chatsvc.migrate import migrate
-from tests.support import DatabaseFactory, ServerProcess, User, sign_up_and_log_in
+from chatsvc.testing import DatabaseFactory, ServerProcess, User, make_users, serving
 
 EXAMPLES = int(os.environ.get("CHATSVC_FUZZ_EXAMPLES", "300"))
 SEED = int(os.environ.get("CHATSVC_FUZZ_SEED", "20261124"))
@@ -59,20 +58,14 @@ statuses: Counter[tuple[str, int]] = Counter()
 async def live_server(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
                       ) -> AsyncIterator[ServerProcess]:
     """A `chatsvc serve` on a fresh migrated database, with users 1 and 2 signed up."""
-    url = await databases.create()
-    await migrate(url)
-    server = ServerProcess(url, tmp_path_factory.mktemp("fuzz") / "serve.log", **SETTINGS)
-    try:
-        server.start()
-        async with httpx.AsyncClient(base_url=server.url, timeout=REQUEST_TIMEOUT) as client:
-            # Fresh database: these are users 1 and 2, the ids generated data is most likely to name.
-            user = await sign_up_and_log_in(client)
-            await sign_up_and_log_in(client)
+    async with serving(databases, tmp_path_factory.mktemp("fuzz") / "serve.log", **SETTINGS) as server:
+        # Fresh database: these are users 1 and 2, the ids generated data is most likely to name.
+        user, _ = await make_users(server, 2, timeout=REQUEST_TIMEOUT)
         _session.update(url=server.url, user=user)
-        yield server
-    finally:
-        server.stop()
-        _session.clear()
+        try:
+            yield server
+        finally:
+            _session.clear()
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 
-from chatsvc.migrate import migrate
-from tests.support import DatabaseFactory, ServerProcess, User, sign_up_and_log_in
+from chatsvc.testing import DatabaseFactory, ServerProcess, User, assert_error, make_users, serving
 
 KEEP_ALIVE_TIMEOUT = 1
 READ_TIMEOUT = 2
@@ -50,8 +47,9 @@ class RawResponse:
     headers: dict[str, str]
     body: bytes
 
-    def json(self) -> object:
-        return json.loads(self.body)
+    def as_httpx(self) -> httpx.Response:
+        """The same answer as an httpx.Response, for chatsvc.testing's checks."""
+        return httpx.Response(self.status, headers=self.headers, content=self.body)
 
 
 @dataclass
@@ -141,16 +139,6 @@ def request_head(method: str, target: str, headers: list[tuple[str, str]]) -> by
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def assert_envelope(response: RawResponse, status: int, code: str) -> None:
-    assert response.status == status, response
-    assert response.headers.get("content-type") == "application/json", response
-    assert response.headers.get("x-request-id"), response
-    body = response.json()
-    assert isinstance(body, dict) and set(body) == {"error"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
-
-
 async def assert_healthy(server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
         response = await client.get("/check")
@@ -160,21 +148,14 @@ async def assert_healthy(server: ServerProcess) -> None:
 @pytest.fixture(scope="module")
 async def server(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[ServerProcess]:
-    url = await databases.create()
-    await migrate(url)
-    log_path: Path = tmp_path_factory.mktemp("limits") / "serve.log"
-    process = ServerProcess(url, log_path, **LIMITS)
-    try:
-        process.start()
-        yield process
-    finally:
-        process.stop()
+    async with serving(databases, tmp_path_factory.mktemp("limits") / "serve.log", **LIMITS) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 async def user(server: ServerProcess) -> User:
-    async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
-        return await sign_up_and_log_in(client)
+    (user,) = await make_users(server, 1)
+    return user
 
 
 def message_headers(user: User, *extra: tuple[str, str]) -> list[tuple[str, str]]:
@@ -217,7 +198,7 @@ async def test_a_body_sent_one_byte_at_a_time_gets_408_and_the_connection_closes
         closed = await connection.wait_closed(timeout=2)
     print(f"slow body: {response and response.status} after {elapsed:.2f} s, closed: {closed}")
     assert response is not None, f"closed without an answer after {elapsed:.1f} s"
-    assert_envelope(response, 408, "request_timeout")
+    assert_error(response.as_httpx(), 408, "request_timeout")
     assert response.headers.get("connection", "").lower() == "close", response
     assert closed is not None, "the connection stayed open after the 408"
     await assert_healthy(server)
@@ -248,7 +229,7 @@ async def test_a_chunked_upload_over_the_limit_gets_413_and_is_cut_off(
             response = await connection.read_response(timeout=10)
             closed = await connection.wait_closed(timeout=5)
             assert response is not None, "closed without a readable 413"
-            assert_envelope(response, 413, "payload_too_large")
+            assert_error(response.as_httpx(), 413, "payload_too_large")
             assert response.headers.get("connection", "").lower() == "close", response
             assert closed is not None, f"the connection stayed open after the 413 ({sent} bytes sent)"
             await asyncio.wait_for(uploading, timeout=5)
@@ -279,9 +260,9 @@ async def test_an_early_answer_closes_even_when_much_body_is_already_buffered(
         closed = await connection.wait_closed(timeout=2)
     assert response is not None, "closed without an answer"
     if token == "valid":
-        assert_envelope(response, 413, "payload_too_large")
+        assert_error(response.as_httpx(), 413, "payload_too_large")
     else:
-        assert_envelope(response, 401, "unauthorized")
+        assert_error(response.as_httpx(), 401, "unauthorized")
     assert response.headers.get("connection", "").lower() == "close", response
     assert closed is not None, f"answered {response.status} but never closed the connection"
     await assert_healthy(server)
@@ -295,7 +276,7 @@ async def test_a_declared_content_length_over_the_limit_gets_413_before_any_body
         response = await connection.read_response(timeout=2)
         closed = await connection.wait_closed(timeout=2)
     assert response is not None, "closed without an answer"
-    assert_envelope(response, 413, "payload_too_large")
+    assert_error(response.as_httpx(), 413, "payload_too_large")
     assert response.headers.get("connection", "").lower() == "close", response
     assert closed == "eof", closed
     await assert_healthy(server)
@@ -365,7 +346,7 @@ async def test_one_header_too_many_is_431_with_the_envelope(server: ServerProces
         response = await connection.read_response(timeout=5)
         closed = await connection.wait_closed(timeout=2)
     assert response is not None
-    assert_envelope(response, 431, "headers_too_large")
+    assert_error(response.as_httpx(), 431, "headers_too_large")
     assert response.headers.get("connection", "").lower() == "close", response
     assert closed is not None
     await assert_healthy(server)

@@ -34,7 +34,8 @@ import pytest
 
 from chatsvc.devdb import PrivateCluster
 from chatsvc.migrate import migrate
-from tests.support import ServerProcess, User, sign_up_and_log_in
+from chatsvc.testing import ServerProcess, User, make_users
+from tests.live.conftest import Launch
 
 DB_TIMEOUT = 1.0
 HEALTH_INTERVAL = 0.2
@@ -88,27 +89,9 @@ async def dsn(cluster: PrivateCluster) -> str:
     return cluster.dsn
 
 
-Serve = Callable[..., ServerProcess]
-
-
 @pytest.fixture
-def serve(dsn: str, tmp_path: Path) -> Iterator[Serve]:
-    """`serve(**settings)`: a started `chatsvc serve` on the private cluster, stopped afterwards."""
-    started: list[ServerProcess] = []
-
-    def start(**settings: str) -> ServerProcess:
-        server = ServerProcess(dsn, tmp_path / f"serve-{len(started)}.log", **{**SETTINGS, **settings})
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-async def make_users(server: ServerProcess, count: int) -> list[User]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT) as client:
-        return [await sign_up_and_log_in(client) for _ in range(count)]
+def server_settings() -> dict[str, str]:
+    return SETTINGS
 
 
 def text_message(recipient: int, text: str) -> dict[str, Any]:
@@ -197,11 +180,11 @@ async def poll(client: httpx.AsyncClient, path: str, until: Callable[[int], bool
 # --- an outage under load ---------------------------------------------------------------------
 
 async def test_an_outage_fails_fast_recovers_by_itself_and_loses_nothing(
-    cluster: PrivateCluster, dsn: str, serve: Serve
+    cluster: PrivateCluster, dsn: str, launch: Launch
 ) -> None:
-    server = serve()
+    server = await launch(database_url=dsn)
     pid = server.process.pid
-    users = await make_users(server, LOAD_CLIENTS)
+    users = await make_users(server, LOAD_CLIENTS, timeout=CLIENT_TIMEOUT)
     stop = asyncio.Event()
     outcomes: list[Outcome] = []
     loaders = [asyncio.create_task(load(server, user, users[(i + 1) % len(users)], stop, outcomes))
@@ -352,10 +335,10 @@ async def messages_locked(dsn: str) -> AsyncIterator[None]:
 
 
 async def test_a_statement_over_the_db_timeout_is_503_in_time_and_the_server_is_fine_after(
-    dsn: str, serve: Serve
+    dsn: str, launch: Launch
 ) -> None:
-    server = serve()
-    [alice, bob] = await make_users(server, 2)
+    server = await launch(database_url=dsn)
+    [alice, bob] = await make_users(server, 2, timeout=CLIENT_TIMEOUT)
     key = f"locked-{secrets.token_hex(6)}"
     message = text_message(bob.id, "while locked")
     async with httpx.AsyncClient(base_url=server.url, headers=alice.auth, timeout=CLIENT_TIMEOUT) as client:
@@ -375,10 +358,10 @@ async def test_a_statement_over_the_db_timeout_is_503_in_time_and_the_server_is_
                                  "get_503_latency_s": f"{listing.latency:.3f}"})
 
 
-async def test_more_slow_statements_than_connections_all_fail_fast(dsn: str, serve: Serve) -> None:
+async def test_more_slow_statements_than_connections_all_fail_fast(dsn: str, launch: Launch) -> None:
     """With every connection stuck behind a lock, a request waits no longer for a connection either."""
-    server = serve(CHATSVC_DB_POOL_MAX="2", CHATSVC_DB_POOL_MIN="1")
-    [alice] = await make_users(server, 1)
+    server = await launch(database_url=dsn, CHATSVC_DB_POOL_MAX="2", CHATSVC_DB_POOL_MIN="1")
+    [alice] = await make_users(server, 1, timeout=CLIENT_TIMEOUT)
     async with httpx.AsyncClient(base_url=server.url, headers=alice.auth, timeout=CLIENT_TIMEOUT) as client:
         async with messages_locked(dsn):
             outcomes = await asyncio.gather(*(
@@ -423,9 +406,10 @@ async def slow_post(server: ServerProcess, user: User, recipient: int, n: int) -
             await writer.wait_closed()
 
 
-async def test_slow_uploads_do_not_hold_the_pool(dsn: str, serve: Serve) -> None:
-    server = serve(CHATSVC_DB_POOL_MAX="2", CHATSVC_DB_POOL_MIN="1", CHATSVC_READ_TIMEOUT="30")
-    [slow, quick, recipient] = await make_users(server, 3)
+async def test_slow_uploads_do_not_hold_the_pool(dsn: str, launch: Launch) -> None:
+    server = await launch(database_url=dsn, CHATSVC_DB_POOL_MAX="2", CHATSVC_DB_POOL_MIN="1",
+                          CHATSVC_READ_TIMEOUT="30")
+    [slow, quick, recipient] = await make_users(server, 3, timeout=CLIENT_TIMEOUT)
     uploads = [asyncio.create_task(slow_post(server, slow, recipient.id, n)) for n in range(SLOW_CLIENTS)]
     outcomes: list[Outcome] = []
     async with httpx.AsyncClient(base_url=server.url, headers=quick.auth, timeout=CLIENT_TIMEOUT) as client:

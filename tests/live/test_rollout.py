@@ -14,7 +14,8 @@ retry policy (connection failures for anything; L7 retries only for safe methods
 `POST /messages` with an `Idempotency-Key`) is a safety net for real networks, not what made
 the run pass.
 
-`make test-rollout` runs just this file; it installs HAProxy with apt-get when it is missing.
+`make test-rollout` runs just this file. It needs HAProxy (Debian package haproxy), which
+`bin/system-deps` installs.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import asyncio
 import contextlib
 import csv
 import io
-import os
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -39,8 +38,7 @@ import httpx
 import msgspec
 import pytest
 
-from chatsvc.migrate import migrate
-from tests.support import DatabaseFactory, ServerProcess, User, free_port, sign_up_and_log_in
+from chatsvc.testing import DatabaseFactory, ServerProcess, User, free_port, make_users, require_program
 
 # HAProxy notices a draining replica after FALL failed checks INTER_MS apart, each answered (503)
 # or failed (timeout) within CHECK_TIMEOUT_MS; the replica must go on serving for longer than that
@@ -118,46 +116,25 @@ backend replicas
 
 @pytest.fixture(scope="module")
 def haproxy() -> str:
-    """HAProxy's path, installed from the distribution's packages when it is missing."""
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
-    if found := shutil.which("haproxy", path=search):
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.fail("the rollout test needs HAProxy, which is not installed, and this user cannot "
-                    "install it: run `apt-get install -y haproxy` as root, or install HAProxy 2.x")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "haproxy"]
-    outputs = []
-    for commands in ([install], [["apt-get", "update"], install]):
-        for command in commands:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
-            outputs.append(f"$ {' '.join(command)}  (exit {done.returncode})\n{done.stdout}{done.stderr}")
-            if done.returncode != 0:
-                break
-        if found := shutil.which("haproxy", path=search):
-            return found
-    pytest.fail("HAProxy is not installed and `apt-get install -y haproxy` failed:\n"
-                + "\n".join(output[-3000:] for output in outputs))
+    """HAProxy's path (bin/system-deps installs it; skipped naming the package when missing)."""
+    return require_program("haproxy", "haproxy")
 
 
-class Replica(ServerProcess):
+def new_replica(database_url: str, log_path: Path, port: int, admin_port: int) -> ServerProcess:
     """A `chatsvc serve` in one of the load balancer's server slots (fixed ports)."""
+    return ServerProcess(database_url, log_path, port=port, admin_port=admin_port, **SETTINGS)
 
-    def __init__(self, database_url: str, log_path: Path, port: int, admin_port: int) -> None:
-        super().__init__(database_url, log_path, **SETTINGS,
-                         CHATSVC_PORT=str(port), CHATSVC_ADMIN_PORT=str(admin_port))
-        self.port, self.admin_port = port, admin_port
 
-    async def requests_served(self) -> int:
-        """Requests this process answered, by its own metrics, HAProxy's health checks left out."""
-        async with httpx.AsyncClient(timeout=5) as client:
-            response = await client.get(self.admin_url + "/metrics")
-        response.raise_for_status()
-        total = 0.0
-        for line in response.text.splitlines():
-            if line.startswith("chatsvc_http_requests_total{") and 'route="/check"' not in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return int(total)
+async def requests_served(server: ServerProcess) -> int:
+    """Requests a replica answered, by its own metrics, HAProxy's health checks left out."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(server.admin_url + "/metrics")
+    response.raise_for_status()
+    total = 0.0
+    for line in response.text.splitlines():
+        if line.startswith("chatsvc_http_requests_total{") and 'route="/check"' not in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
 
 
 class HAProxy:
@@ -316,10 +293,9 @@ async def test_rolling_update_under_load_fails_no_request(
         haproxy: str, databases: DatabaseFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     detection = FALL * (INTER_MS + CHECK_TIMEOUT_MS) / 1000
     assert detection < DRAIN_DELAY, f"the drain must outlast HAProxy's detection ({detection} s)"
-    database_url = await databases.create()
-    await migrate(database_url)
+    database_url = await databases.create(migrated=True)
     slots = [(free_port(), free_port()) for _ in range(REPLICAS)]
-    replicas: list[Replica] = []
+    replicas: list[ServerProcess] = []
     lb = HAProxy(haproxy, tmp_path, slots)
     load = Load(lb.url)
     load_task: asyncio.Task | None = None
@@ -327,13 +303,12 @@ async def test_rolling_update_under_load_fails_no_request(
     replacements: list[float] = []  # seconds from SIGTERM to the new replica UP in HAProxy
     try:
         for slot, (port, admin_port) in enumerate(slots):
-            replicas.append(Replica(database_url, tmp_path / f"replica-{slot}-0.log", port, admin_port))
+            replicas.append(new_replica(database_url, tmp_path / f"replica-{slot}-0.log", port, admin_port))
             await asyncio.to_thread(replicas[-1].start)
         lb.start()
         for slot in range(REPLICAS):
             await lb.wait_for(f"r{slot}", "UP")
-        async with httpx.AsyncClient(base_url=lb.url, timeout=10) as client:
-            users = [await sign_up_and_log_in(client) for _ in range(LOAD_WORKERS)]
+        users = await make_users(lb.url, LOAD_WORKERS)
 
         load_task = asyncio.create_task(load.run(users))
         await asyncio.sleep(WARMUP)
@@ -342,7 +317,7 @@ async def test_rolling_update_under_load_fails_no_request(
             for slot, (port, admin_port) in enumerate(slots):
                 old = replicas[slot]
                 signalled = time.monotonic()
-                served.append(await old.requests_served())
+                served.append(await requests_served(old))
                 old.signal(signal.SIGTERM)
                 try:
                     code = await asyncio.to_thread(old.wait, EXIT_BOUND)
@@ -351,7 +326,8 @@ async def test_rolling_update_under_load_fails_no_request(
                                 f"{old.log()[-3000:]}")
                 assert code == 0, f"replica {slot} exited {code}:\n{old.log()[-3000:]}"
                 old.stop()
-                new = Replica(database_url, tmp_path / f"replica-{slot}-{generation}.log", port, admin_port)
+                log_path = tmp_path / f"replica-{slot}-{generation}.log"
+                new = new_replica(database_url, log_path, port, admin_port)
                 replicas[slot] = new
                 await asyncio.to_thread(new.start)
                 await lb.wait_for(f"r{slot}", "UP")
@@ -359,7 +335,7 @@ async def test_rolling_update_under_load_fails_no_request(
         rollover_ended = time.monotonic()
         await asyncio.sleep(COOLDOWN)
         for replica in replicas:
-            served.append(await replica.requests_served())
+            served.append(await requests_served(replica))
         load.stop.set()
         await load_task
         stats = await lb.stats()

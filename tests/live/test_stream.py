@@ -23,12 +23,9 @@ import asyncpg
 import httpx
 import pytest
 
-from chatsvc import fanout as fanout_module
-from chatsvc import queries
-from chatsvc.fanout import Fanout, Horizon, in_progress
 from chatsvc.migrate import migrate
-from chatsvc.tokens import token_digest
-from tests.support import DatabaseFactory, ServerProcess, User, sign_up_and_log_in
+from chatsvc.testing import DatabaseFactory, ServerProcess, User, assert_error, make_users
+from tests.live.conftest import Launch
 
 HEARTBEAT = 0.3
 # Streams must outlive it: it bounds a request body's arrival, not a response's length.
@@ -183,11 +180,6 @@ async def send(server: ServerProcess, sender: User, recipient: User, text: str) 
     return response.json()["id"]
 
 
-async def make_users(server: ServerProcess, count: int) -> list[User]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        return [await sign_up_and_log_in(client) for _ in range(count)]
-
-
 def ids(blocks: list[Block]) -> list[int]:
     return [block.message_id for block in blocks if block.message_id is not None]
 
@@ -213,8 +205,7 @@ class Pair:
 @pytest.fixture(scope="module")
 async def pair(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
     """Two `chatsvc serve` processes on one fresh migrated database."""
-    url = await databases.create()
-    await migrate(url)
+    url = await databases.create(migrated=True)
     logs = tmp_path_factory.mktemp("stream")
     a = ServerProcess(url, logs / "a.log", **PAIR_SETTINGS)
     b = ServerProcess(url, logs / "b.log", **PAIR_SETTINGS)
@@ -223,20 +214,8 @@ async def pair(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture
-async def launch(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator:
-    """`await launch(**settings)`: one more server on a fresh migrated database."""
-    started: list[ServerProcess] = []
-
-    async def start(**settings: str) -> ServerProcess:
-        url = await databases.create()
-        await migrate(url)
-        server = ServerProcess(url, tmp_path / f"serve-{len(started)}.log", **{**COMMON, **settings})
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
+def server_settings() -> dict[str, str]:
+    return COMMON
 
 
 # ------------------------------------------------------------------ delivery
@@ -423,14 +402,14 @@ async def test_a_bad_resume_point_is_400(pair: Pair, headers: dict, params: dict
     async with httpx.AsyncClient(base_url=pair.b.url) as client:
         response = await client.get("/messages/stream", headers={**alice.auth, **headers}, params=params)
         anonymous = await client.get("/messages/stream")
-    assert response.status_code == 400 and response.json()["error"]["message"].startswith(message)
-    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    assert assert_error(response, 400, "invalid_request").startswith(message)
+    assert_error(anonymous, 401, "unauthorized")
 
 
 # ------------------------------------------------------------------ caps, drain, database restart
 
 
-async def test_streams_past_the_per_user_and_per_process_caps_get_429(launch) -> None:
+async def test_streams_past_the_per_user_and_per_process_caps_get_429(launch: Launch) -> None:
     server = await launch(CHATSVC_STREAM_MAX_PER_USER="2", CHATSVC_STREAM_MAX_PER_PROCESS="3")
     alice, bob, carol = await make_users(server, 3)
 
@@ -449,8 +428,7 @@ async def test_streams_past_the_per_user_and_per_process_caps_get_429(launch) ->
         await streams.enter_async_context(open_stream(server, bob))
         per_process = await refused(carol)
         for response, words in ((per_user, "per user"), (per_process, "this server")):
-            assert response.status_code == 429, response.text
-            assert response.json()["error"]["code"] == "rate_limited" and words in response.text
+            assert words in assert_error(response, 429, "rate_limited")
             assert response.headers["retry-after"] == "1"
         # Closing a stream frees its place.
         await first.response.aclose()
@@ -461,7 +439,7 @@ async def test_streams_past_the_per_user_and_per_process_caps_get_429(launch) ->
         assert response.status_code == 200
 
 
-async def test_drain_ends_streams_with_a_shutdown_event_at_once(launch) -> None:
+async def test_drain_ends_streams_with_a_shutdown_event_at_once(launch: Launch) -> None:
     drain_delay, shutdown_timeout = 2.0, 10.0
     server = await launch(CHATSVC_DRAIN_DELAY=str(drain_delay),
                           CHATSVC_SHUTDOWN_TIMEOUT=str(shutdown_timeout))
@@ -542,102 +520,3 @@ async def test_streams_resume_without_loss_after_a_database_restart(tmp_path: Pa
             server.stop()
         await asyncio.to_thread(cluster.stop)
         shutil.rmtree(root, ignore_errors=True)
-
-
-async def test_notifications_missed_while_the_listener_reconnects_still_wake_the_streams(
-        settings, db: asyncpg.Pool, alice: User, bob: User, monkeypatch: pytest.MonkeyPatch) -> None:
-    listeners = ("SELECT array_agg(pid) FROM pg_stat_activity "
-                 "WHERE application_name = 'chatsvc-listener' AND datname = current_database()")
-    others = set(await db.fetchval(listeners) or ())
-    attempts, gate, reconnecting = [], asyncio.Event(), asyncio.Event()
-    connect = asyncpg.connect
-
-    async def held_connect(*args: object, **kwargs: object) -> asyncpg.Connection:
-        attempts.append(time.monotonic())
-        if len(attempts) > 1:
-            reconnecting.set()
-            await gate.wait()  # the reconnection waits here while a message commits
-        return await connect(*args, **kwargs)
-
-    monkeypatch.setattr(fanout_module.asyncpg, "connect", held_connect)
-    fanout = Fanout(settings)
-    await fanout.start()
-    try:
-        assert fanout.ready.is_set()
-        subscription = fanout.subscribe(alice.id, token_digest(alice.token))
-        subscription.wake.clear()
-        (listener,) = set(await db.fetchval(listeners)) - others
-        assert await db.fetchval("SELECT pg_terminate_backend($1, 5000)", listener)
-        async with asyncio.timeout(5):
-            await reconnecting.wait()
-        missed = await db.fetchval(
-            "INSERT INTO messages (sender_id, recipient_id, content) "
-            "VALUES ($1, $2, '{\"type\": \"text\", \"text\": \"unheard\"}') RETURNING id", bob.id, alice.id)
-        await asyncio.sleep(0.2)
-        assert not subscription.wake.is_set() and fanout.watermark < missed
-        gate.set()
-        async with asyncio.timeout(5):
-            await subscription.wake.wait()
-        assert fanout.watermark >= missed
-        subscription.close()
-        assert fanout.open_streams == 0
-    finally:
-        gate.set()
-        await fanout.close()
-
-
-# ------------------------------------------------------------------ the watermark and the replay plan
-
-
-def test_the_watermark_waits_for_every_transaction_that_could_hold_a_smaller_id() -> None:
-    horizon = Horizon()
-    # 11 is visible while transaction 700 (perhaps holding 10) is in progress.
-    assert horizon.observe(11, {700}, now=0.0) == (False, False) and horizon.watermark == 0
-    # 12 arrives; 700 and a newer 701 are still running.
-    assert horizon.observe(12, {700, 701}, now=0.1) == (False, False)
-    # 700 ends: 11 is settled, 12 still waits for 701.
-    assert horizon.observe(12, {701}, now=0.2) == (True, False) and horizon.watermark == 11
-    # A transaction that started after 12 was seen does not matter for it.
-    assert horizon.observe(12, {702}, now=0.3) == (True, False) and horizon.watermark == 12
-    assert not horizon.pending
-    # A bulk insert wakes everyone once its rows are settled.
-    assert horizon.observe(20, {703}, now=0.4, wake_all=True) == (False, False)
-    assert horizon.discard({703}) == (True, True) and horizon.watermark == 20
-
-
-def test_snapshot_text_lists_the_transactions_in_progress() -> None:
-    assert in_progress("754:760:754,757") == {754, 757}
-    assert in_progress("760:760:") == set()
-
-
-async def test_the_replay_is_two_index_range_scans_merged_by_id(databases: DatabaseFactory) -> None:
-    url = await databases.create()
-    await migrate(url)
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(
-            "INSERT INTO users (username, username_key, password_hash) "
-            "SELECT 'u' || g, 'u' || g, 'x' FROM generate_series(1, 100) g")
-        await connection.execute("""
-            INSERT INTO messages (sender_id, recipient_id, content)
-            SELECT 1 + (g * 7919) % 100, 1 + (g * 104729) % 100, '{"type": "text", "text": "m"}'
-            FROM generate_series(1, 20000) g""")
-        await connection.execute("ANALYZE")
-        plan = json.loads(await connection.fetchval(
-            "EXPLAIN (FORMAT JSON) " + queries.stream.STREAM_PAGE, 17, 100, 20000, 101))[0]["Plan"]
-        truth = await connection.fetch(
-            "SELECT id FROM messages WHERE (recipient_id = 17 OR sender_id = 17) AND id > 100 "
-            "ORDER BY id LIMIT 101")
-        rows = await queries.stream.messages_for_stream(connection, 17, after=100, upto=20000, limit=101)
-    finally:
-        await connection.close()
-    nodes, stack = [], [plan]
-    while stack:
-        node = stack.pop()
-        nodes.append(node)
-        stack.extend(node.get("Plans", []))
-    scans = sorted((n["Index Name"], n["Index Cond"]) for n in nodes if "Scan" in n["Node Type"])
-    assert [name for name, _ in scans] == ["messages_recipient_id", "messages_sender_id"], nodes
-    assert all("id > " in cond and "id <= " in cond for _, cond in scans)
-    assert {n["Node Type"] for n in nodes} <= {"Limit", "Merge Append", "Index Scan"}, nodes
-    assert [row["id"] for row in rows] == [row["id"] for row in truth]

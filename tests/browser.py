@@ -19,8 +19,8 @@ import httpx
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from chatsvc.testing import ServerProcess, User, require_program, sign_up_and_log_in
+from tests import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Screenshots and traces of the browser tests: kept after the run, ignored by git.
 ARTIFACTS = PROJECT_ROOT / ".artifacts" / "browser"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -21,8 +21,8 @@ import pytest
 from chatsvc.devdb import PrivateCluster, exec_with_database
 from chatsvc.migrate import migrate
 from chatsvc.testing import ServerProcess, free_port, sign_up_and_log_in
-from tests.support import PROJECT_ROOT
-from tests.test_drain import stored_message_ids
+from tests import PROJECT_ROOT
+from tests.live.test_drain import stored_message_ids
 
 
 @pytest.fixture(autouse=True)

@@ -42,8 +42,8 @@ from chatsvc.openapi import (
 )
 from chatsvc.readiness import Readiness
 from chatsvc.resources import Resources
-from chatsvc.web.assets import asset_table
 from chatsvc.testing import User, sign_up_and_log_in
+from chatsvc.web.assets import asset_table
 
 AUTHENTICATED = {"POST /logout", "GET /messages", "POST /messages", "GET /messages/stream"}
 # Documented statuses that no in-process request can produce, and why.

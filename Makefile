@@ -33,16 +33,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install chatsvc with its development tools
+install: $(STAMP) ## Create .venv with chatsvc and its development tools; check the system packages (bin/system-deps)
+	bin/system-deps
 
 run: $(STAMP) ## Serve on :8080 (admin :8081), with a private PostgreSQL unless DATABASE_URL is set
 	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(SHELL) -c '$(BIN)/chatsvc migrate && exec $(BIN)/chatsvc serve'
 
 test: $(STAMP) ## Run the whole suite: unit, PostgreSQL, live server and end-to-end scripts
+	bin/system-deps
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/pytest
 
 test-rollout: $(STAMP) ## Replace 2 replicas behind HAProxy twice under load; expect 0 failed requests
+	bin/system-deps
 	$(BIN)/pytest tests/live/test_rollout.py
 
 .PHONY: test-failover

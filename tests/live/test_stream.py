@@ -471,7 +471,7 @@ async def test_streams_resume_without_loss_after_a_database_restart(tmp_path: Pa
     from chatsvc.devdb import PrivateCluster
 
     # Not under tmp_path: when the tests run as root the cluster runs as another user, and any
-    # pytest session that starts meanwhile takes the others' access to /tmp/pytest-of-root away.
+    # pytest session that starts meanwhile takes the others' access to /tmp/pytest-of-<user> away.
     root = Path(tempfile.mkdtemp(prefix="chatsvc-stream-pg-"))
     cluster = PrivateCluster(root, durable=False)  # throwaway: speed over crash safety
     server = None

@@ -17,7 +17,7 @@ from chatsvc.config import Settings
 from chatsvc.db import create_pool
 from chatsvc.passwords import Passwords
 from chatsvc.readiness import Readiness
-from tests.support import User
+from chatsvc.testing import User
 
 
 def sample(name: str) -> float:

@@ -11,14 +11,20 @@ import pytest
 from chatsvc.app import build_app
 from chatsvc.config import Settings
 from chatsvc.resources import Resources, open_resources
-from chatsvc.testing import CHEAP_HASHING, DatabaseFactory, User, postgres_server, sign_up_and_log_in
+from chatsvc.testing import (
+    CHEAP_HASHING,
+    NO_RATE_LIMITS,
+    DatabaseFactory,
+    User,
+    postgres_server,
+    sign_up_and_log_in,
+)
 from tests import PROJECT_ROOT
 
 # The in-process app's settings: cheap hashing (the suite hashes hundreds of passwords), no limits.
 TEST_SETTINGS = {
     **CHEAP_HASHING,
-    "CHATSVC_RATE": "0",
-    "CHATSVC_AUTH_RATE": "0",
+    **NO_RATE_LIMITS,
     "CHATSVC_LOG_LEVEL": "warning",
 }
 

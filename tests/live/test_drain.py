@@ -26,6 +26,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from chatsvc import metrics
 from chatsvc.testing import (
+    NO_RATE_LIMITS,
     DatabaseFactory,
     ServerProcess,
     User,
@@ -41,8 +42,7 @@ SETTINGS = {
     "CHATSVC_DRAIN_DELAY": str(DRAIN_DELAY),
     "CHATSVC_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
     "CHATSVC_READ_TIMEOUT": "5",
-    "CHATSVC_RATE": "0",
-    "CHATSVC_AUTH_RATE": "0",
+    **NO_RATE_LIMITS,
 }
 # The contract: readiness fails "at once"; polled every 5 ms, it must be seen within this.
 TURNS_503_WITHIN = 0.1

@@ -32,7 +32,15 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from chatsvc.testing import DatabaseFactory, ServerProcess, User, make_users, serving
+from chatsvc.testing import (
+    NO_RATE_LIMITS,
+    QUIET_LOGS,
+    DatabaseFactory,
+    ServerProcess,
+    User,
+    make_users,
+    serving,
+)
 
 EXAMPLES = int(os.environ.get("CHATSVC_FUZZ_EXAMPLES", "300"))
 SEED = int(os.environ.get("CHATSVC_FUZZ_SEED", "20261124"))
@@ -41,11 +49,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance, unsupported_method]
 SETTINGS = {
     # Rate limiting would only turn generated requests into 429s.
-    "CHATSVC_RATE": "0",
-    "CHATSVC_AUTH_RATE": "0",
+    **NO_RATE_LIMITS,
     "CHATSVC_DRAIN_DELAY": "0",
-    "CHATSVC_ACCESS_LOG": "false",
-    "CHATSVC_LOG_LEVEL": "warning",
+    **QUIET_LOGS,
 }
 
 # Filled by the fixtures; read by the auth provider, which Schemathesis makes without arguments.

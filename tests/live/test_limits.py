@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from chatsvc.testing import DatabaseFactory, ServerProcess, User, assert_error, make_users, serving
+from chatsvc.testing import (
+    NO_RATE_LIMITS,
+    DatabaseFactory,
+    ServerProcess,
+    User,
+    assert_error,
+    make_users,
+    serving,
+)
 
 KEEP_ALIVE_TIMEOUT = 1
 READ_TIMEOUT = 2
@@ -30,8 +38,7 @@ LIMITS = {
     "CHATSVC_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     "CHATSVC_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
     "CHATSVC_MAX_HEADERS": str(MAX_HEADERS),
-    "CHATSVC_RATE": "0",
-    "CHATSVC_AUTH_RATE": "0",
+    **NO_RATE_LIMITS,
     # Teardown: no reason to wait out the default drain delay.
     "CHATSVC_DRAIN_DELAY": "0",
     "CHATSVC_SHUTDOWN_TIMEOUT": "2",

@@ -34,7 +34,7 @@ import pytest
 
 from chatsvc.devdb import PrivateCluster
 from chatsvc.migrate import migrate
-from chatsvc.testing import ServerProcess, User, make_users
+from chatsvc.testing import NO_RATE_LIMITS, QUIET_LOGS, ServerProcess, User, make_users
 from tests.live.conftest import Launch
 
 DB_TIMEOUT = 1.0
@@ -47,10 +47,8 @@ RECOVERY_BOUND = 5.0
 SETTINGS = {
     "CHATSVC_DB_TIMEOUT": str(DB_TIMEOUT),
     "CHATSVC_HEALTH_INTERVAL": str(HEALTH_INTERVAL),
-    "CHATSVC_RATE": "0",
-    "CHATSVC_AUTH_RATE": "0",
-    "CHATSVC_LOG_LEVEL": "warning",
-    "CHATSVC_ACCESS_LOG": "false",
+    **NO_RATE_LIMITS,
+    **QUIET_LOGS,
 }
 # A client that waits this long has seen a hang; far past every bound above.
 CLIENT_TIMEOUT = 15.0

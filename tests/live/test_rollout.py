@@ -38,7 +38,16 @@ import httpx
 import msgspec
 import pytest
 
-from chatsvc.testing import DatabaseFactory, ServerProcess, User, free_port, make_users, require_program
+from chatsvc.testing import (
+    NO_RATE_LIMITS,
+    QUIET_LOGS,
+    DatabaseFactory,
+    ServerProcess,
+    User,
+    free_port,
+    make_users,
+    require_program,
+)
 
 # HAProxy notices a draining replica after FALL failed checks INTER_MS apart, each answered (503)
 # or failed (timeout) within CHECK_TIMEOUT_MS; the replica must go on serving for longer than that
@@ -54,10 +63,8 @@ SHUTDOWN_TIMEOUT = 5.0
 SETTINGS = {
     "CHATSVC_DRAIN_DELAY": str(DRAIN_DELAY),
     "CHATSVC_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
-    "CHATSVC_RATE": "0",
-    "CHATSVC_AUTH_RATE": "0",
-    "CHATSVC_ACCESS_LOG": "false",
-    "CHATSVC_LOG_LEVEL": "warning",
+    **NO_RATE_LIMITS,
+    **QUIET_LOGS,
 }
 REPLICAS = 2
 ROUNDS = 2

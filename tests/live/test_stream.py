@@ -24,7 +24,15 @@ import httpx
 import pytest
 
 from chatsvc.migrate import migrate
-from chatsvc.testing import DatabaseFactory, ServerProcess, User, assert_error, make_users
+from chatsvc.testing import (
+    NO_RATE_LIMITS,
+    QUIET_LOGS,
+    DatabaseFactory,
+    ServerProcess,
+    User,
+    assert_error,
+    make_users,
+)
 from tests.live.conftest import Launch
 
 HEARTBEAT = 0.3
@@ -33,10 +41,8 @@ READ_TIMEOUT = 1
 BUFFER = 4
 BIG_TEXT_CHARS = 200_000
 COMMON = {
-    "CHATSVC_RATE": "0",
-    "CHATSVC_AUTH_RATE": "0",
-    "CHATSVC_ACCESS_LOG": "false",
-    "CHATSVC_LOG_LEVEL": "warning",
+    **NO_RATE_LIMITS,
+    **QUIET_LOGS,
     "CHATSVC_DRAIN_DELAY": "0",
     "CHATSVC_READ_TIMEOUT": str(READ_TIMEOUT),
 }

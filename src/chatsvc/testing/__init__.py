@@ -11,6 +11,8 @@ Databases
 
 Servers
     `free_port()`                a free loopback TCP port.
+    `CHEAP_HASHING`, `NO_RATE_LIMITS`, `QUIET_LOGS`
+                                 settings a test server usually wants (the first is the default).
     `ServerProcess(database_url, log_path, **settings)`
                                  a `chatsvc serve` on free public and admin ports (or `port=`,
                                  `admin_port=`), with cheap password hashing unless
@@ -49,6 +51,8 @@ from chatsvc.testing.databases import DatabaseFactory, postgres_server, with_dat
 from chatsvc.testing.servers import (
     CHEAP_HASHING,
     LOOPBACK,
+    NO_RATE_LIMITS,
+    QUIET_LOGS,
     READY_TIMEOUT,
     SERVE,
     STOP_TIMEOUT,
@@ -65,6 +69,8 @@ __all__ = [
     "CHEAP_HASHING",
     "CLIENT_TIMEOUT",
     "LOOPBACK",
+    "NO_RATE_LIMITS",
+    "QUIET_LOGS",
     "READY_TIMEOUT",
     "SERVE",
     "STOP_TIMEOUT",

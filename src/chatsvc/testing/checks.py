@@ -10,7 +10,9 @@ import httpx
 
 
 def media_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "").split(";")[0].strip()
+    """The Content-Type without its parameters."""
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip()
 
 
 def assert_error(response: httpx.Response, status: int, code: str | Collection[str], *,

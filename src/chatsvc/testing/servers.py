@@ -20,6 +20,10 @@ from chatsvc.testing.databases import DatabaseFactory
 LOOPBACK = "127.0.0.1"
 # Argon2 at its cheapest: suites and load runs hash hundreds of passwords.
 CHEAP_HASHING = {"CHATSVC_ARGON2_TIME_COST": "1", "CHATSVC_ARGON2_MEMORY_KIB": "64"}
+# For tests of something else than the limiters: they would only turn requests into 429s.
+NO_RATE_LIMITS = {"CHATSVC_RATE": "0", "CHATSVC_AUTH_RATE": "0"}
+# Warnings and errors only, and no access log: for tests that do not read the log.
+QUIET_LOGS = {"CHATSVC_ACCESS_LOG": "false", "CHATSVC_LOG_LEVEL": "warning"}
 SERVE = (sys.executable, "-m", "chatsvc", "serve")
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0

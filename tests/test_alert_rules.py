@@ -15,7 +15,7 @@ import yaml
 
 from chatsvc import admin
 from chatsvc.testing import require_program
-from tests.support import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 PROMETHEUS = PROJECT_ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS / "chatsvc-rules.yaml"

@@ -42,7 +42,7 @@ from chatsvc.openapi import (
 )
 from chatsvc.readiness import Readiness
 from chatsvc.resources import Resources
-from chatsvc.testing import User, sign_up_and_log_in
+from chatsvc.testing import User, media_type, sign_up_and_log_in
 from chatsvc.web.assets import asset_table
 
 AUTHENTICATED = {"POST /logout", "GET /messages", "POST /messages", "GET /messages/stream"}
@@ -75,10 +75,6 @@ def document(app: Starlette, settings: Settings) -> dict[str, Any]:
 
 def labels(document: dict[str, Any]) -> set[str]:
     return {f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item}
-
-
-def media_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "").split(";")[0].strip()
 
 
 def assert_conforms(document: dict[str, Any], label: str, response: httpx.Response) -> None:

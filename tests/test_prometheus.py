@@ -37,7 +37,7 @@ from chatsvc.testing import (
     free_port,
     require_program,
 )
-from tests.support import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 RULES = PROJECT_ROOT / "deploy" / "prometheus" / "chatsvc-rules.yaml"
 DASHBOARD = PROJECT_ROOT / "deploy" / "grafana" / "chatsvc.json"

@@ -45,7 +45,7 @@ def test_no_test_installs_packages_or_users() -> None:
 def run_with_an_absent_program(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """The script with one more line in its table, for a program no machine has; never installs."""
     text = SCRIPT.read_text()
-    table_end = text.index("\n'\n", text.index("REQUIREMENTS='"))
+    table_end = text.index("\nTABLE\n")
     copy = tmp_path / "system-deps"
     copy.write_text(text[:table_end] + f"\n{ABSENT[0]}  {ABSENT[1]}  a test" + text[table_end:])
     copy.chmod(0o755)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from chatsvc.testing import DatabaseFactory, ServerProcess
-from tests.test_limits_live import RawConnection, assert_envelope, request_head
+from chatsvc.testing import NO_RATE_LIMITS, DatabaseFactory, ServerProcess, assert_error, serving
+from tests.live.conftest import Launch
+from tests.live.raw_http import RawConnection, request_head
 
-SETTINGS = {"CHATSVC_RATE": "0", "CHATSVC_AUTH_RATE": "0", "CHATSVC_DRAIN_DELAY": "0"}
+SETTINGS = {**NO_RATE_LIMITS, "CHATSVC_DRAIN_DELAY": "0"}
 SMUGGLED = b"GET /check HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 H2C_UPGRADE = [("Host", "127.0.0.1"), ("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
                ("HTTP2-Settings", "AAMAAABkAAQAAP__")]
@@ -24,9 +24,8 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 @pytest.fixture(scope="module")
 async def server(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[ServerProcess]:
-    url = await databases.create(migrated=True)
-    with ServerProcess(url, tmp_path_factory.mktemp("framing") / "serve.log", **SETTINGS) as process:
-        yield process
+    async with serving(databases, tmp_path_factory.mktemp("framing") / "serve.log", **SETTINGS) as server:
+        yield server
 
 
 async def exchange(server: ServerProcess, data: bytes) -> tuple[list, str | None]:
@@ -50,7 +49,7 @@ async def test_content_length_with_transfer_encoding_is_400_and_nothing_follows(
                                            ("Transfer-Encoding", transfer_encoding)])
     responses, closed = await exchange(server, head + body)
     assert len(responses) == 1, responses  # the smuggled GET /check was never served
-    assert_envelope(responses[0], 400 if transfer_encoding != "gzip, chunked" else 501,
+    assert_error(responses[0].as_httpx(), 400 if transfer_encoding != "gzip, chunked" else 501,
                     "invalid_request" if transfer_encoding != "gzip, chunked" else "not_implemented")
     assert responses[0].headers["connection"] == "close"
     assert closed is not None
@@ -62,7 +61,7 @@ async def test_a_malformed_content_length_is_400_in_the_envelope_and_closes(
     head = request_head("POST", "/users", [("Host", "127.0.0.1"), ("Content-Length", length)])
     responses, closed = await exchange(server, head + b"{}" + SMUGGLED)
     assert len(responses) == 1, responses
-    assert_envelope(responses[0], 400, "invalid_request")
+    assert_error(responses[0].as_httpx(), 400, "invalid_request")
     assert responses[0].headers["x-content-type-options"] == "nosniff"
     assert closed is not None
 
@@ -70,7 +69,7 @@ async def test_a_malformed_content_length_is_400_in_the_envelope_and_closes(
 async def test_a_malformed_request_line_is_400_in_the_envelope(server: ServerProcess) -> None:
     responses, closed = await exchange(server, b"GET /check HTTP/1.1 extra\r\nHost: x\r\n\r\n")
     assert len(responses) == 1 and closed is not None
-    assert_envelope(responses[0], 400, "invalid_request")
+    assert_error(responses[0].as_httpx(), 400, "invalid_request")
 
 
 async def test_h2c_is_off_by_default(server: ServerProcess) -> None:
@@ -78,16 +77,15 @@ async def test_h2c_is_off_by_default(server: ServerProcess) -> None:
     assert [(r.status, r.body) for r in responses] == [(200, b"ok")]  # answered in HTTP/1.1, no 101
     responses, closed = await exchange(server, H2_PREFACE)
     assert len(responses) == 1 and closed is not None
-    assert_envelope(responses[0], 400, "invalid_request")
+    assert_error(responses[0].as_httpx(), 400, "invalid_request")
 
 
-async def test_h2c_is_served_when_turned_on(databases: DatabaseFactory, tmp_path: Path) -> None:
-    url = await databases.create(migrated=True)
-    with ServerProcess(url, tmp_path / "serve.log", **SETTINGS, CHATSVC_H2C="true") as h2c_server:
-        async with RawConnection.open(h2c_server.port) as connection:
-            await connection.send(request_head("GET", "/check", H2C_UPGRADE))
-            while b"\r\n\r\n" not in connection.buffer:
-                assert await connection.receive(5), bytes(connection.buffer)
+async def test_h2c_is_served_when_turned_on(launch: Launch) -> None:
+    h2c_server = await launch(**SETTINGS, CHATSVC_H2C="true")
+    async with RawConnection.open(h2c_server.port) as connection:
+        await connection.send(request_head("GET", "/check", H2C_UPGRADE))
+        while b"\r\n\r\n" not in connection.buffer:
+            assert await connection.receive(5), bytes(connection.buffer)
     assert bytes(connection.buffer).startswith(b"HTTP/1.1 101 "), bytes(connection.buffer)
 
 

@@ -13,7 +13,7 @@ import re
 import yaml
 
 from chatsvc.config import Settings
-from tests.support import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 README = (PROJECT_ROOT / "README.md").read_text()

@@ -201,8 +201,8 @@ def find_wrk() -> str:
     if found := shutil.which("wrk"):
         return found
     raise BenchError(
-        "wrk is not installed: install it and run again: `apt-get install wrk` (Debian, Ubuntu), "
-        "`dnf install wrk` (Fedora), `brew install wrk` (macOS)."
+        "wrk is not installed: install it and run again: `bin/system-deps` as root, or `apt-get install wrk` "
+        "(Debian, Ubuntu), `dnf install wrk` (Fedora), `brew install wrk` (macOS)."
     )
 
 

@@ -74,8 +74,9 @@ def script(kind: str, n: int, uid: int, users: int) -> str:
     """The n-th script of route `kind`, played by user `uid`: exactly the SQL the route runs."""
     token = {1: f":tok{n}"}
     if kind == "post":
-        return (f"\\set recipient random(1, {users})\n"
-                + pgbench_sql(queries.messages.SEND_MESSAGE, token | _POST))
+        return f"\\set recipient random(1, {users})\n" + pgbench_sql(
+            queries.messages.SEND_MESSAGE, token | _POST
+        )
     if kind == "get":
         return f"\\set me {uid}\n" + pgbench_sql(queries.messages.LIST_MESSAGES, token | _GET)
     if kind == "login":

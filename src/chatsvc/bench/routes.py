@@ -116,7 +116,10 @@ def measure_route(
 
 
 def alternating(
-    scenario: Scenario, load: Load, ours: BenchServer, other: BenchServer,
+    scenario: Scenario,
+    load: Load,
+    ours: BenchServer,
+    other: BenchServer,
     into: dict[str, list[tuple[Run, Run]]],
 ) -> None:
     """Both servers up at once, their runs alternating: the machine's drift touches both alike."""

@@ -14,7 +14,7 @@ import httpx
 from chatsvc.bench.options import DATA, LOGS, BenchError, Options
 from chatsvc.bench.procfs import cmdline, tree
 from chatsvc.ha.pooler import PgBouncer
-from chatsvc.testing import SERVE, ServerProcess, free_port
+from chatsvc.testing import NO_RATE_LIMITS, QUIET_LOGS, SERVE, ServerProcess, free_port
 
 # Production settings, except where a benchmark on one machine must differ (named in the report).
 SHOWN_SETTINGS = {
@@ -24,13 +24,7 @@ SHOWN_SETTINGS = {
     "CHATSVC_DRAIN_DELAY": "0",
 }
 # The fan-out measures the streams, not logins or the limiters.
-FANOUT_SETTINGS = {
-    "CHATSVC_RATE": "0",
-    "CHATSVC_AUTH_RATE": "0",
-    "CHATSVC_ACCESS_LOG": "false",
-    "CHATSVC_LOG_LEVEL": "warning",
-    "CHATSVC_DRAIN_DELAY": "0",
-}
+FANOUT_SETTINGS = {**NO_RATE_LIMITS, **QUIET_LOGS, "CHATSVC_DRAIN_DELAY": "0"}
 READY_TIMEOUT = 90  # a server starting while the previous run's load drains
 
 

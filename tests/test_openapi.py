@@ -50,6 +50,8 @@ AUTHENTICATED = {"POST /logout", "GET /messages", "POST /messages", "GET /messag
 NOT_SPOT_CHECKED = {
     ("GET /messages/stream", 200): "an endless event stream: ASGITransport waits for its end",
     ("GET /messages/stream", 429): "too many open streams, which ASGITransport cannot hold open",
+    ("POST /login", 429): "failed logins of one account: tests/test_login_protection.py, live",
+    ("POST /login", 503): "a full password-hash queue: tests/test_login_protection.py, live",
 }
 
 

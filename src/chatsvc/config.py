@@ -172,6 +172,10 @@ class Settings:
                                       _integer(8, 4 << 20), "argon2id memory, KiB.")
     argon2_parallelism: int = _setting("CHATSVC_ARGON2_PARALLELISM", "1", _integer(1, 64),
                                        "argon2id lanes.")
+    hash_queue: int = _setting(
+        "CHATSVC_HASH_QUEUE", "32", _integer(0, 100_000),
+        "Password hashes that may wait for a thread; past it a login, sign-up or password change is "
+        "503 with `Retry-After` at once.")
     hash_threads: int = _setting(
         "CHATSVC_HASH_THREADS", "2", _integer(1, 256),
         "Threads hashing passwords, so logins never stall the event loop.")
@@ -195,6 +199,13 @@ class Settings:
         "Logins and sign-ups per minute per address; 0 turns it off.")
     auth_burst: int = _setting("CHATSVC_AUTH_BURST", "10", _integer(1, 1_000_000),
                                "Logins and sign-ups in a burst.")
+    login_failures: int = _setting(
+        "CHATSVC_LOGIN_FAILURES", "10", _integer(1, 1_000_000),
+        "Failed logins of one account within the window after which its logins are 429 "
+        "(every replica counts together).")
+    login_failure_window: float = _setting(
+        "CHATSVC_LOGIN_FAILURE_WINDOW", "900", _number(1, 86400),
+        "Seconds over which failed logins of one account are counted.")
     drain_delay: float = _setting(
         "CHATSVC_DRAIN_DELAY", "5", _number(0, 3600),
         "Seconds of serving with `/check` at 503 after SIGTERM.")

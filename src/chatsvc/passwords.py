@@ -26,6 +26,10 @@ BCRYPT_MAX_BYTES = 72
 HASH_THREAD_NICE_INCREMENT = 19
 
 
+class HashQueueFull(Exception):
+    """More than `CHATSVC_HASH_QUEUE` hashes already wait: answered 503 at once, not after them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The outcome of a verification; `new_hash` is set when the stored hash should be replaced."""
@@ -35,7 +39,13 @@ class Verdict:
 
 
 class Passwords:
-    """Hashes and verifies passwords in a thread pool so a burst of logins never stalls requests."""
+    """Hashes and verifies passwords in a thread pool so a burst of logins never stalls requests.
+
+    The queue in front of the threads is bounded: past `CHATSVC_HASH_QUEUE` waiting hashes a new
+    login, sign-up or password change raises HashQueueFull at once, so that a flood of logins
+    cannot make a real one wait for all of them. A hash that completes a login already verified
+    (a legacy hash replaced) is not refused.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._hasher = argon2.PasswordHasher(
@@ -49,10 +59,12 @@ class Passwords:
         )
         # Verified when the username is unknown, so that costs what a wrong password costs.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._most_in_flight = settings.hash_threads + settings.hash_queue
+        self._in_flight = 0
 
-    async def hash(self, password: str) -> str:
-        """A new argon2id hash of `password`."""
-        return await self._run(self._hasher.hash, password)
+    async def hash(self, password: str, *, bounded: bool = True) -> str:
+        """A new argon2id hash of `password`; HashQueueFull when the queue is full and `bounded`."""
+        return await self._run(self._hasher.hash, password, bounded=bounded)
 
     async def verify(self, stored_hash: str | None, password: str) -> Verdict:
         """Check `password` against `stored_hash` (None: unknown user, always false)."""
@@ -61,21 +73,28 @@ class Passwords:
             return Verdict(ok=False)
         if stored_hash.startswith(BCRYPT_PREFIXES):
             ok = await self._run(self._verify_bcrypt, stored_hash, password)
-            return Verdict(ok=True, new_hash=await self.hash(password)) if ok else Verdict(ok=False)
+            if not ok:
+                return Verdict(ok=False)
+            return Verdict(ok=True, new_hash=await self.hash(password, bounded=False))
         ok = await self._run(self._verify_argon2, stored_hash, password)
         if ok and self._needs_rehash(stored_hash):
-            return Verdict(ok=True, new_hash=await self.hash(password))
+            return Verdict(ok=True, new_hash=await self.hash(password, bounded=False))
         return Verdict(ok=ok)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, function, *args):
+    async def _run(self, function, *args, bounded: bool = True):
+        if bounded and self._in_flight >= self._most_in_flight:
+            metrics.PASSWORD_HASH_REJECTED.inc()
+            raise HashQueueFull
         started = time.perf_counter()
+        self._in_flight += 1
         metrics.PASSWORD_HASH_QUEUE.inc()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
         finally:
+            self._in_flight -= 1
             metrics.PASSWORD_HASH_QUEUE.dec()
             metrics.PASSWORD_HASH_SECONDS.observe(time.perf_counter() - started)
 

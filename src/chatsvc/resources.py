@@ -56,7 +56,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     fanout = Fanout(settings)
     await fanout.start()
     cleanup = asyncio.create_task(
-        clean_up_sessions_forever(pool, settings.session_cleanup_interval, settings.session_cleanup_batch),
+        clean_up_sessions_forever(pool, settings.session_cleanup_interval, settings.session_cleanup_batch,
+                                  settings.login_failure_window),
         name="session-cleanup")
     try:
         yield Resources(settings, pool, passwords, readiness, fanout)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from chatsvc.db import UNAVAILABLE_ERRORS, BoundedPool
+from chatsvc.login_throttle import delete_passed_windows
 
 log = logging.getLogger("chatsvc.session_cleanup")
 
@@ -49,11 +50,14 @@ async def delete_expired_sessions(db: BoundedPool, batch: int) -> int | None:
             return total
 
 
-async def clean_up_sessions_forever(db: BoundedPool, interval: float, batch: int) -> None:
-    """The background task: `delete_expired_sessions` every `interval` seconds, until cancelled."""
+async def clean_up_sessions_forever(db: BoundedPool, interval: float, batch: int,
+                                    login_failure_window: float) -> None:
+    """The background task, until cancelled: every `interval` seconds, `delete_expired_sessions`,
+    and the failed-login counts whose window has passed (chatsvc.login_throttle)."""
     while True:
         await asyncio.sleep(interval)
         try:
+            await delete_passed_windows(db, login_failure_window, batch)
             deleted = await delete_expired_sessions(db, batch)
         except UNAVAILABLE_ERRORS as error:
             log.info("session cleanup skipped: the database is unavailable",

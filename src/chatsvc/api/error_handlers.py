@@ -17,6 +17,7 @@ from chatsvc.api.common import ClientGone
 from chatsvc.db import UNAVAILABLE_ERRORS
 from chatsvc.errors import ApiError, ErrorCode, codes_for, error_response, invalid_request, unavailable
 from chatsvc.fanout import TooManyStreams
+from chatsvc.passwords import HashQueueFull
 
 log = logging.getLogger("chatsvc.errors")
 
@@ -50,6 +51,10 @@ async def client_gone(request: Request, error: Exception) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
+async def hash_queue_full(request: Request, error: Exception) -> Response:
+    return error_response(unavailable("too many logins are being checked right now; retry in a moment"))
+
+
 async def too_many_streams(request: Request, error: Exception) -> Response:
     return error_response(ApiError(ErrorCode.RATE_LIMITED, str(error), {"Retry-After": "1"}))
 
@@ -70,6 +75,7 @@ EXCEPTION_HANDLERS: Mapping[type[BaseException], Handler] = {
     ApiError: api_error,
     HTTPException: http_error,
     ClientGone: client_gone,
+    HashQueueFull: hash_queue_full,
     TooManyStreams: too_many_streams,
     asyncpg.DataError: database_rejected_input,
     **dict.fromkeys(UNAVAILABLE_ERRORS, database_unavailable),

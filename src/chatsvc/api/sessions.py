@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatsvc import metrics, queries
+from chatsvc import login_throttle, metrics, queries
 from chatsvc.api.common import authenticate, decode, json_response, read_body, token_hash
-from chatsvc.errors import unauthorized
+from chatsvc.errors import ApiError, ErrorCode, unauthorized
 from chatsvc.openapi import Operation, Reply, documented
 from chatsvc.resources import resources_of
 from chatsvc.schemas import LoggedIn, LoginCredentials, login_decoder
@@ -18,28 +18,40 @@ from chatsvc.tokens import new_token
     "Log in",
     {200: Reply("A new session: send `token` as `Authorization: Bearer <token>`.", LoggedIn),
      400: "Not JSON, or a field breaks its rule; the message names the field.",
-     401: "Wrong username or password (the same answer for both)."},
+     401: "Wrong username or password (the same answer for both).",
+     429: "Too many logins from this address (`CHATSVC_AUTH_RATE`), or too many failed logins of "
+          "this account (`CHATSVC_LOGIN_FAILURES` within `CHATSVC_LOGIN_FAILURE_WINDOW`).",
+     503: "The database is unreachable, or too many logins are being checked at once "
+          "(`CHATSVC_HASH_QUEUE`): retry after `Retry-After` seconds."},
     body=LoginCredentials, reads_body=True, uses_database=True,
 ))
 async def login(request: Request) -> Response:
     """Log in `{"username", "password"}`: `200 {"id", "token"}`, or 401 for a wrong name or password."""
     resources = resources_of(request)
+    settings = resources.settings
     credentials = decode(login_decoder, await read_body(request))
-    user = await queries.users.user_for_login(resources.pool, credentials.username)
-    stored_hash = None if user is None else user["password_hash"]
-    verdict = await resources.passwords.verify(stored_hash, credentials.password)
-    if user is None or not verdict.ok:
+    attempt = await login_throttle.begin_login(resources.pool, credentials.username,
+                                               settings.login_failure_window)
+    if attempt.throttled(settings.login_failures):
+        metrics.LOGINS.labels(result="throttled").inc()
+        raise ApiError(ErrorCode.RATE_LIMITED, "too many failed logins for this account; retry later",
+                       {"Retry-After": str(attempt.retry_after)})
+    stored_hash = attempt.password_hash
+    verdict = await resources.passwords.verify(stored_hash, credentials.password)  # 503 when queued full
+    if attempt.user_id is None or stored_hash is None or not verdict.ok:
         metrics.LOGINS.labels(result="failure").inc()
         raise unauthorized("wrong username or password")
+    user_id = attempt.user_id
     if verdict.new_hash is not None:
-        await queries.users.replace_password_hash(resources.pool, user["id"], old=stored_hash,
+        await queries.users.replace_password_hash(resources.pool, user_id, old=stored_hash,
                                                   new=verdict.new_hash)
     token, digest = new_token()
-    await queries.sessions.create_session(resources.pool, digest, user_id=user["id"],
+    await queries.sessions.create_session(resources.pool, digest, user_id=user_id,
                                           policy=resources.session_policy)
+    await login_throttle.login_succeeded(resources.pool, attempt)
     metrics.LOGINS.labels(result="success").inc()
-    request.state.user_id = user["id"]
-    return json_response(LoggedIn(user["id"], token))
+    request.state.user_id = user_id
+    return json_response(LoggedIn(user_id, token))
 
 
 @documented(Operation(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from chatsvc import usernames
 from chatsvc.db import BoundedPool
 
@@ -18,6 +16,7 @@ ON CONFLICT DO NOTHING
 RETURNING id
 """
 
+# Run by chatsvc.login_throttle.BEGIN_LOGIN, which counts the attempt in the same statement.
 # By the PRECIS key ($1, NULL for a name the rule refuses), or by the old key ($2) for accounts made
 # before it; the account spelled exactly as typed ($3) first, should both exist.
 USER_FOR_LOGIN = """
@@ -35,11 +34,6 @@ async def create_user(db: BoundedPool, *, username: str, password_hash: str) -> 
     """The new user's id, or None when the name (or a look-alike) is taken; `username` is valid."""
     key = usernames.account_key(username)
     return await db.fetchval(CREATE_USER, username, key, usernames.skeleton(key), password_hash)
-
-
-async def user_for_login(db: BoundedPool, typed: str) -> asyncpg.Record | None:
-    """The account a login names, under the PRECIS rule or, for older accounts, the rule they had."""
-    return await db.fetchrow(USER_FOR_LOGIN, usernames.login_key(typed), usernames.legacy_key(typed), typed)
 
 
 async def replace_password_hash(db: BoundedPool, user_id: int, *, old: str, new: str) -> None:

@@ -6,12 +6,20 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from chatsvc.testing import DatabaseFactory, ServerProcess, User, assert_error, client_for, make_users
+from chatsvc.testing import (
+    DatabaseFactory,
+    ServerProcess,
+    User,
+    assert_error,
+    client_for,
+    make_users,
+    serving,
+)
+from tests.live.conftest import Launch
 
 FAILURES = 3
 SETTINGS = {
@@ -26,8 +34,7 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 async def server(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[ServerProcess]:
-    url = await databases.create(migrated=True)
-    with ServerProcess(url, tmp_path_factory.mktemp("login") / "serve.log", **SETTINGS) as process:
+    async with serving(databases, tmp_path_factory.mktemp("login") / "serve.log", **SETTINGS) as process:
         yield process
 
 
@@ -77,20 +84,18 @@ async def test_concurrent_guesses_count_before_any_is_decided(server: ServerProc
     assert statuses == [401] * FAILURES + [429] * (12 - FAILURES), statuses
 
 
-async def test_a_full_hash_queue_answers_503_at_once(databases: DatabaseFactory, tmp_path: Path) -> None:
-    url = await databases.create(migrated=True)
+async def test_a_full_hash_queue_answers_503_at_once(launch: Launch) -> None:
     # Real argon2 cost, one hash thread and no queue: concurrent logins cannot all be checked.
-    settings = {**SETTINGS, "CHATSVC_HASH_THREADS": "1", "CHATSVC_HASH_QUEUE": "0"}
-    with ServerProcess(url, tmp_path / "serve.log", cheap_hashing=False, **settings) as hashing:
-        users: list[User] = await make_users(hashing, 1)
-        async with client_for(hashing) as client:
-            answers = await asyncio.gather(*(
-                log_in(client, f"nobody-{n}-{secrets.token_hex(3)}", "guess") for n in range(8)))
-            statuses = sorted(answer.status_code for answer in answers)
-            assert set(statuses) <= {401, 503} and 503 in statuses, statuses
-            for answer in answers:
-                if answer.status_code == 503:
-                    assert_error(answer, 503, "unavailable")
-                    assert answer.headers["retry-after"] == "1"
-            # Once the flood has passed, a real login goes through.
-            assert (await log_in(client, users[0].username, users[0].password)).status_code == 200
+    hashing = await launch(cheap_hashing=False, **SETTINGS, CHATSVC_HASH_THREADS="1", CHATSVC_HASH_QUEUE="0")
+    users: list[User] = await make_users(hashing, 1)
+    async with client_for(hashing) as client:
+        answers = await asyncio.gather(*(
+            log_in(client, f"nobody-{n}-{secrets.token_hex(3)}", "guess") for n in range(8)))
+        statuses = sorted(answer.status_code for answer in answers)
+        assert set(statuses) <= {401, 503} and 503 in statuses, statuses
+        for answer in answers:
+            if answer.status_code == 503:
+                assert_error(answer, 503, "unavailable")
+                assert answer.headers["retry-after"] == "1"
+        # Once the flood has passed, a real login goes through.
+        assert (await log_in(client, users[0].username, users[0].password)).status_code == 200

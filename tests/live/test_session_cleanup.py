@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from chatsvc.session_cleanup import ADVISORY_LOCK_KEY
-from chatsvc.testing import DatabaseFactory, ServerProcess, make_users
+from chatsvc.testing import NO_RATE_LIMITS, DatabaseFactory, ServerProcess, make_users
 
 EXPIRED = 25
 BATCH = 4
@@ -34,7 +34,7 @@ async def test_expired_sessions_are_deleted_in_batches_under_the_lock(
         databases: DatabaseFactory, tmp_path: Path) -> None:
     url = await databases.create(migrated=True)
     settings = {"CHATSVC_SESSION_CLEANUP_INTERVAL": "0.2", "CHATSVC_SESSION_CLEANUP_BATCH": str(BATCH),
-                "CHATSVC_RATE": "0", "CHATSVC_AUTH_RATE": "0"}
+                **NO_RATE_LIMITS}
     connection = await asyncpg.connect(url)
     try:
         # Held by "another replica": nothing is deleted while it is.

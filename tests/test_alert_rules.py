@@ -1,7 +1,7 @@
 """deploy/prometheus and deploy/grafana, offline: the rules pass promtool's check and unit tests, the
 Prometheus Operator's objects agree with them and with the Deployment, the dashboard covers the service.
 
-What the rules and the dashboard say about a live server is tests/test_prometheus.py's part.
+What the rules and the dashboard say about a live server is tests/live/test_prometheus.py's part.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 In-process, against the suite's database: each metric follows the state it reports. That Prometheus
 reads them from a running server, and that every metric a rule names exists, is
-tests/test_prometheus.py's part.
+tests/live/test_prometheus.py's part.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import yaml
 
 from chatsvc.testing import DatabaseFactory, free_port, require_program, sign_up_and_log_in
 from tests import PROJECT_ROOT
-from tests.relay import UnixSocketRelay, over_tcp, unix_socket_of
+from tests.live.relay import UnixSocketRelay, over_tcp, unix_socket_of
 
 CONTAINERS_CONF = PROJECT_ROOT / "deploy" / "podman" / "containers.conf"
 BASE_IMAGE = "localhost/chatsvc-base:bookworm"

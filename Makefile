@@ -72,7 +72,7 @@ bench-smoke: $(VENV)/.bench-installed ## Every part of make bench, short and sma
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check $(LINTED)
 
-readme: $(STAMP) ## Regenerate README.md's routes, settings, targets and script from the code
+readme: $(STAMP) ## Regenerate README.md's routes, settings and targets from the code
 	$(BIN)/python bin/update-readme
 
 prometheus-rule: $(STAMP) ## Write deploy/prometheus's PrometheusRule from the rule file (chatsvc-rules.yaml)

@@ -1,4 +1,4 @@
-"""Every bound of API.md and the configuration, at the bound and one past it, through the real app.
+"""Every bound of docs/API.md and the configuration, at the bound and one past it, through the real app.
 
 Most bounds are tested beside the feature they bound; this file holds only the missing ones.
 Where each bound is tested ("at": the bound itself, "past": one past it):

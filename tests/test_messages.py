@@ -270,7 +270,7 @@ async def test_an_unknown_field_inside_content_is_named(
 async def test_a_validation_message_starts_with_the_field_path(
     client: httpx.AsyncClient, alice: User, bob: User, content: dict, path: str
 ) -> None:
-    """The shape of API.md's example, `<path>: <what is wrong>`, so a client can split it."""
+    """The shape of docs/API.md's example, `<path>: <what is wrong>`, so a client can split it."""
     response = await send(client, alice, {"recipient": bob.id, "content": content})
 
     message = assert_invalid(response, path)

@@ -1,25 +1,43 @@
-"""README.md's generated sections match the code; `make readme` (bin/update-readme) rewrites them."""
+"""README.md's generated sections match the code (`make readme`, bin/update-readme, rewrites them);
+docs/API.md describes every route and error code; every link between the documents leads somewhere."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.routing import Route
 
 from chatsvc import admin, app
 from chatsvc.config import describe
+from chatsvc.errors import STATUS
 from tests import PROJECT_ROOT
 
 UPDATE_README = PROJECT_ROOT / "bin" / "update-readme"
 README = PROJECT_ROOT / "README.md"
+API_REFERENCE = PROJECT_ROOT / "docs" / "API.md"
+DOCUMENTS = [README, API_REFERENCE, PROJECT_ROOT / "docs" / "ARCHITECTURE.md"]
 
 
 def update_readme(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(UPDATE_README), *map(str, args)], capture_output=True,
                           text=True, timeout=120, check=False, cwd=PROJECT_ROOT)
+
+
+def load_update_readme() -> Any:
+    """bin/update-readme as a module (it has no .py suffix to import it by)."""
+    loader = importlib.machinery.SourceFileLoader("update_readme", str(UPDATE_README))
+    spec = importlib.util.spec_from_loader("update_readme", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
 def section(readme: str, name: str) -> str:
@@ -34,7 +52,7 @@ def test_readme_is_up_to_date():
         f"the result.\n{checked.stdout}{checked.stderr}")
 
 
-def test_generated_sections_cover_every_route_setting_target_and_the_script():
+def test_generated_sections_cover_every_route_setting_and_target():
     readme = README.read_text()
     routes = section(readme, "ROUTES")
     for route in [*app.ROUTES, *admin.ROUTES]:
@@ -46,8 +64,49 @@ def test_generated_sections_cover_every_route_setting_target_and_the_script():
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     for target in re.findall(r"^([a-z][a-z-]*):.*## ", makefile, re.MULTILINE):
         assert re.search(rf"^  {target} ", targets, re.MULTILINE), f"make {target} is missing"
-    script = (PROJECT_ROOT / "bin" / "integration-test").read_text()
-    assert script.rstrip() in section(readme, "INTEGRATION TEST")
+
+
+def test_the_readme_links_the_script_and_the_references_instead_of_copying_them():
+    readme = README.read_text()
+    for target in ["bin/integration-test", "docs/API.md", "docs/ARCHITECTURE.md", "BENCHMARKS.md"]:
+        assert f"]({target})" in readme, f"README.md does not link {target}"
+    script = (PROJECT_ROOT / "bin" / "integration-test").read_text().splitlines()
+    body = [line for line in script if len(line.strip()) > 40]
+    copied = [line for line in body if line in readme.splitlines()]
+    assert len(copied) < 5, f"README.md copies bin/integration-test again: {copied[:5]}"
+
+
+def test_the_api_reference_describes_every_route_and_error_code():
+    reference = API_REFERENCE.read_text()
+    flatten = load_update_readme()._flatten
+    for listener, routes in (("public", app.ROUTES), ("admin", admin.ROUTES)):
+        for methods, path, _ in flatten(routes):
+            for method in methods:
+                assert f"{method} {path}" in reference, f"docs/API.md lacks {listener} {method} {path}"
+    for code, status in STATUS.items():
+        assert f"| {status} | `{code}` |" in reference, f"docs/API.md's error table lacks {status} {code}"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(PROJECT_ROOT)))
+def test_every_relative_link_leads_to_a_file_and_heading_that_exist(document: Path):
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # an absolute URL
+        path, _, anchor = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text()):
+            broken.append(f"{target}: no such heading in {linked.name}")
+    assert broken == [], f"{document.name}: " + "; ".join(broken)
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub makes of the headings: lower case, punctuation dropped, spaces as hyphens."""
+    outside_code = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#{1,6} (.+)$", outside_code, re.MULTILINE)}
 
 
 def test_a_stale_section_is_reported_with_the_fix_and_then_rewritten(tmp_path: Path):
@@ -79,16 +138,7 @@ def test_missing_markers_are_an_error_not_a_silent_skip(tmp_path: Path):
 
 
 def test_a_route_without_a_docstring_stops_the_generator(monkeypatch):
-    import importlib.machinery
-    import importlib.util
-
-    from starlette.routing import Route
-
-    loader = importlib.machinery.SourceFileLoader("update_readme", str(UPDATE_README))
-    spec = importlib.util.spec_from_loader("update_readme", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
+    module = load_update_readme()
 
     async def undocumented(request):  # pragma: no cover - never served
         raise NotImplementedError

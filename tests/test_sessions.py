@@ -220,7 +220,7 @@ async def test_a_legacy_user_with_a_short_password_can_still_log_in(
 ) -> None:
     """The original had no password rules, and every request that worked there must keep working.
 
-    The 8-character minimum is a sign-up rule (API.md, `POST /users`); an account migrated
+    The 8-character minimum is a sign-up rule (docs/API.md, `POST /users`); an account migrated
     from the original may well have a shorter password, and its login worked there.
     """
     username, password = unique_name("legacy"), "sh0rt"

@@ -1,7 +1,7 @@
 """The public app as a plain ASGI callable, for other servers: `uvicorn chatsvc.asgi:app`.
 
 `chatsvc serve` remains the way to run chatsvc: it adds the admin listener, worker
-supervision and the drain of API.md. Under another server, that server's own
+supervision and the drain of docs/API.md. Under another server, that server's own
 shutdown applies and `/check` does not turn 503 before it.
 """
 

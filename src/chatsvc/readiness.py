@@ -24,7 +24,7 @@ class Readiness:
 
     @draining.setter
     def draining(self, value: bool) -> None:
-        # An event, so that event streams end the moment the drain starts (API.md, Shutdown).
+        # An event, so that event streams end the moment the drain starts (docs/API.md, Shutdown).
         if value:
             self._draining.set()
         else:

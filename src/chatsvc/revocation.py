@@ -1,4 +1,4 @@
-"""Revocation reaches open streams at once, on every replica (API.md, "Revocation reaches streams").
+"""Revocation reaches open streams at once, on every replica (docs/API.md, "Authentication" and "Streams").
 
 To revoke sessions, delete their rows from `sessions` (or move their `expires_at` earlier): that
 is all a handler does. sql/0003_revocation.sql's trigger then sends one NOTIFY per statement on `CHANNEL`,

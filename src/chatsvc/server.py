@@ -58,7 +58,7 @@ def hypercorn_config(settings: Settings, port: int) -> HypercornConfig:
 
 
 class Drain:
-    """The shutdown sequence of API.md, started by the first signal; a second exits at once."""
+    """The shutdown sequence of docs/API.md, started by the first signal; a second exits at once."""
 
     def __init__(self, settings: Settings, readiness: Readiness) -> None:
         self._settings = settings

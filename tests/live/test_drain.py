@@ -1,4 +1,4 @@
-"""Shutdown as API.md promises it, against real `chatsvc serve` processes over TCP.
+"""Shutdown as docs/API.md promises it, against real `chatsvc serve` processes over TCP.
 
 SIGTERM: `/check` and `/readyz` turn 503 at once, requests keep being served for the drain delay,
 then the listeners close, requests in flight finish, idle keep-alive connections are closed

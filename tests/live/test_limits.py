@@ -152,7 +152,7 @@ async def test_an_early_answer_closes_even_when_much_body_is_already_buffered(
     """Answered before the body is read (413, 401), with many chunks already sent: closed.
 
     Small chunks sent up front arrive as many body events before the handler reads any: the
-    server must still close the connection after its answer, as API.md's Conventions promise.
+    server must still close the connection after its answer, as docs/API.md's Conventions promise.
     """
     headers = message_headers(user, ("Transfer-Encoding", "chunked"))
     if token == "invalid":

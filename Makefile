@@ -42,6 +42,7 @@ run: $(STAMP) ## Serve on :8080 (admin :8081), with a private PostgreSQL unless 
 test: $(STAMP) ## Run the whole suite: unit, PostgreSQL, live server and end-to-end scripts
 	bin/system-deps
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 test-rollout: $(STAMP) ## Replace 2 replicas behind HAProxy twice under load; expect 0 failed requests
@@ -69,8 +70,9 @@ bench-scale: $(VENV)/.bench-installed ## GET /messages with 10 thousand vs 10 mi
 bench-smoke: $(VENV)/.bench-installed ## Every part of make bench, short and small (1-2 min); writes .data/bench/smoke.md
 	$(BIN)/python -m chatsvc.bench --smoke
 
-lint: $(STAMP) ## Check style with ruff
+lint: $(STAMP) ## Check style with ruff and types with mypy (strict on src/, see pyproject.toml)
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
 
 readme: $(STAMP) ## Regenerate README.md's routes, settings and targets from the code
 	$(BIN)/python bin/update-readme

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
@@ -39,6 +39,10 @@ CONNECT_RETRY_MIN_SECONDS = 0.02
 CONNECT_RETRY_MAX_SECONDS = 0.25
 # asyncpg's default: every query of the service fits.
 DEFAULT_STATEMENT_CACHE_SIZE = 100
+
+if TYPE_CHECKING:  # asyncpg's classes are generic in its stubs only
+    # A pooled connection, as `BoundedPool.acquire()` lends it.
+    Connection: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 
 
 class BoundedPool:
@@ -97,9 +101,9 @@ class _Acquire:
     def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
         self._pool = pool
         self._timeout = timeout
-        self._connection: Any = None
+        self._connection: Connection | None = None
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Connection:
         deadline = time.monotonic() + self._timeout
         delay = CONNECT_RETRY_MIN_SECONDS
         while True:
@@ -115,7 +119,8 @@ class _Acquire:
             delay = min(2 * delay, CONNECT_RETRY_MAX_SECONDS)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._pool.release(self._connection)
+        if self._connection is not None:
+            await self._pool.release(self._connection)
 
 
 async def create_pool(settings: Settings) -> BoundedPool:

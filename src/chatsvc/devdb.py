@@ -469,7 +469,6 @@ def _run(
     argv: list[str], *, owner: Owner = None, cwd: Path | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool to completion in its own session, so a terminal Ctrl-C does not reach it."""
-    as_owner = {"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}
     return subprocess.run(
         argv,
         input=input,
@@ -479,7 +478,9 @@ def _run(
         check=False,
         cwd=cwd,
         start_new_session=True,
-        **as_owner,
+        user=owner[0] if owner else None,
+        group=owner[1] if owner else None,
+        extra_groups=[] if owner else None,
     )
 
 

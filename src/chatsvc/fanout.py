@@ -44,7 +44,9 @@ MAX_CANDIDATES = 256
 MAX_PENDING_EVENTS = 100_000
 _XID32 = 0xFFFF_FFFF
 # Errors that mean "the listener connection is gone or unusable": reconnect.
-_CONNECTION_ERRORS = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, OSError)
 
 
 def in_progress(snapshot: str) -> set[int]:
@@ -216,11 +218,12 @@ class Fanout:
             for subscription in streams:
                 subscription.wake.set()
 
-    def _on_revoked(self, connection: object, pid: int, channel: str, payload: str) -> None:
-        self.revocations.note(payload)
+    def _on_revoked(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        self.revocations.note(str(payload))
         self._kick.set()
 
-    def _on_notification(self, connection: object, pid: int, channel: str, payload: str) -> None:
+    def _on_notification(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        payload = str(payload)  # asyncpg passes the notification's text
         if payload == "*":
             self._wake_all_pending = True
             self._kick.set()
@@ -252,7 +255,7 @@ class Fanout:
                 connection = await asyncpg.connect(
                     self.settings.database_url, timeout=self.settings.db_timeout,
                     server_settings={"application_name": "chatsvc-listener", "timezone": "UTC"})
-            except (*_CONNECTION_ERRORS, OSError) as error:
+            except _CONNECT_ERRORS as error:
                 log.warning("stream listener cannot connect; retrying",
                             extra={"error": type(error).__name__, "retry_in": delay})
                 await asyncio.sleep(delay)
@@ -304,6 +307,7 @@ class Fanout:
         wake_all, self._wake_all_pending = self._wake_all_pending, False
         try:
             row = await connection.fetchrow(queries.stream.MESSAGES_HORIZON, timeout=self.settings.db_timeout)
+            assert row is not None  # an aggregate without GROUP BY returns exactly one row
             now = time.monotonic()
             moved, everyone = self.horizon.observe(row["max_id"], in_progress(row["snapshot"]), now,
                                                    wake_all)

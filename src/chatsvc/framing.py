@@ -39,7 +39,8 @@ _REFUSALS = {
 def install(*, h2c: bool) -> None:
     """Serve HTTP/1.1 with `StrictH11Protocol` from now on, in this process."""
     StrictH11Protocol.allow_h2c = h2c
-    hypercorn.protocol.H11Protocol = StrictH11Protocol  # type: ignore[misc]
+    # Not re-exported by hypercorn.protocol, but looked up there at each connection: replaced there.
+    hypercorn.protocol.H11Protocol = StrictH11Protocol  # type: ignore[attr-defined]
 
 
 class _Refused(Exception):

@@ -8,14 +8,18 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import argon2
 import bcrypt
 
 from chatsvc import metrics
 from chatsvc.config import Settings
+
+T = TypeVar("T")
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 # bcrypt only ever looked at the first 72 bytes; the original's hashes were made that way.
@@ -84,7 +88,7 @@ class Passwords:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, function, *args, bounded: bool = True):
+    async def _run(self, function: Callable[..., T], *args: object, bounded: bool = True) -> T:
         if bounded and self._in_flight >= self._most_in_flight:
             metrics.PASSWORD_HASH_REJECTED.inc()
             raise HashQueueFull

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -62,9 +61,9 @@ Url = Annotated[str, Meta(
                 "backslashes; a scheme, when present, is http or https; no protocol-relative `//host` "
                 "and no user information (`user:password@`). A scheme-less reference is accepted.",
     extra_json_schema={"minLength": 1, "maxLength": URL_MAX_CHARS, "pattern": URL_PATTERN})]
-# RFC 3339 in UTC with a `Z`. Typed for the API description; the value sent is the text the
-# database formats (queries.messages.TIMESTAMP), so a 201 and every later listing show the same string.
-Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={"pattern": "Z$"})]
+# RFC 3339 in UTC with a `Z`: the text the database formats (queries.messages.TIMESTAMP), passed
+# on as it is, so a 201 and every later listing show the same string.
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time", "pattern": "Z$"})]
 
 
 class Credentials(Struct):
@@ -196,8 +195,9 @@ class StoredMessage(Struct):
 
 
 class MessagePage(Struct):
-    # Described as a list of messages; sent as the JSON array the database built (msgspec.Raw).
-    messages: list[StoredMessage]
+    # The JSON array of StoredMessage the database built, sent without being parsed here.
+    messages: Annotated[msgspec.Raw, Meta(extra_json_schema={
+        "type": "array", "items": {"$ref": "#/components/schemas/StoredMessage"}})]
     next_start: int | None
 
 

@@ -13,10 +13,12 @@ import tempfile
 import time
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for_processes
+from typing import cast
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
+from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
 
 from chatsvc.config import Settings
@@ -63,7 +65,7 @@ class Drain:
     def __init__(self, settings: Settings, readiness: Readiness) -> None:
         self._settings = settings
         self._readiness = readiness
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.listeners_closed = asyncio.Event()
 
     def on_signal(self, signum: int) -> None:
@@ -98,7 +100,8 @@ async def serve(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
         apps = build_app(resources), build_admin_app(resources)
         ports = settings.port, settings.admin_port
         await asyncio.gather(*(
-            worker_serve(wrap_app(app, 0, "asgi"), hypercorn_config(settings, port),
+            # Starlette's and hypercorn's ASGI type hints differ in spelling, not in meaning.
+            worker_serve(wrap_app(cast(ASGIFramework, app), 0, "asgi"), hypercorn_config(settings, port),
                          sockets=bound, shutdown_trigger=drain.listeners_closed.wait)
             for app, port, bound in zip(apps, ports, sockets, strict=True)))
     log.info("stopped")
@@ -169,9 +172,10 @@ class Supervisor:
         failed = False
         while self.workers:
             for sentinel in wait_for_processes(list(self.workers)):
+                assert isinstance(sentinel, int)  # the keys of self.workers are sentinels
                 process = self.workers.pop(sentinel)
                 process.join()  # the sentinel fires before the exit status can be read
-                metrics.worker_exited(process.pid)
+                metrics.worker_exited(_pid(process))
                 if self.stopping:
                     failed |= process.exitcode != 0
                     log.info("worker stopped", extra={"pid": process.pid, "exitcode": process.exitcode})
@@ -189,15 +193,21 @@ class Supervisor:
             log.warning("second signal: stopping workers at once", extra={"signal": signum})
             for process in self.workers.values():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
+                    os.kill(_pid(process), signal.SIGKILL)
             os._exit(128 + signum)
         self.stopping = True
         log.info("draining workers", extra={"signal": signum, "workers": len(self.workers)})
         for process in self.workers.values():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(_pid(process), signal.SIGTERM)
         # The workers close their copies when their drain delay ends; ours must go too, or the
         # kernel keeps queueing connections that no one will accept and resets them at exit.
         for bound in self.sockets:
             for sock in (*bound.secure_sockets, *bound.insecure_sockets):
                 sock.close()
+
+
+def _pid(process: multiprocessing.process.BaseProcess) -> int:
+    """The pid of a started worker (only a process not yet started has none)."""
+    assert process.pid is not None
+    return process.pid

@@ -42,7 +42,7 @@ async def delete_expired_sessions(db: BoundedPool, batch: int) -> int | None:
     """Delete every expired session, a batch at a time; how many, or None if another replica is at it."""
     total = 0
     while True:
-        deleted = await db.fetchval(DELETE_EXPIRED_BATCH, batch, ADVISORY_LOCK_KEY)
+        deleted: int | None = await db.fetchval(DELETE_EXPIRED_BATCH, batch, ADVISORY_LOCK_KEY)
         if deleted is None:
             return None if total == 0 else total
         total += deleted

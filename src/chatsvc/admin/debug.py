@@ -176,7 +176,7 @@ def _awaited_by(awaitable: Any) -> Any:
 
 def _frame_of(awaitable: Any) -> FrameType | None:
     for attribute in ("cr_frame", "gi_frame", "ag_frame"):
-        if (frame := getattr(awaitable, attribute, None)) is not None:
+        if isinstance(frame := getattr(awaitable, attribute, None), FrameType):
             return frame
     return None
 

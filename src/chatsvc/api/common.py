@@ -50,7 +50,7 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
+def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     """Decode `body` with `decoder`; every failure is a 400 naming the field path."""
     try:
         return decoder.decode(body)
@@ -71,6 +71,7 @@ def convert(data: Any, kind: type[T]) -> T:
 def describe_validation_error(error: msgspec.ValidationError) -> str:
     """msgspec's "Expected `int`, got `str` - at `$.recipient`" as "recipient: expected `int`, …"."""
     match = _AT_PATH.match(str(error))
+    assert match is not None  # every part of the pattern is optional: it matches any text
     message, path = match.group("message"), (match.group("path") or "").lstrip(".")
     if field := _FIELD_MESSAGE.match(message):
         # Our own checks name the field inside the struct msgspec located.
@@ -83,7 +84,7 @@ def describe_validation_error(error: msgspec.ValidationError) -> str:
     return f"{path}: {message}" if path else message
 
 
-def json_response(payload: Any, status: int = 200) -> Response:
+def json_response(payload: object, status: int = 200) -> Response:
     return Response(encoder.encode(payload), status_code=status, media_type="application/json")
 
 
@@ -100,18 +101,22 @@ async def authenticate(request: Request) -> int:
     resources = resources_of(request)
     digest = token_hash(request)
     user_id = await queries.sessions.user_for_token(resources.pool, digest, resources.session_policy)
+    if user_id is None:
+        raise rejected(request, digest)
     return identified(request, digest, user_id)
 
 
-def identified(request: Request, digest: bytes, user_id: int | None) -> int:
-    """Record who holds the token (the rate limiter keys by user), or 401 when no one does."""
-    known_tokens = resources_of(request).known_tokens
-    if user_id is None:
-        known_tokens.forget(digest)  # revoked or expired, perhaps on another replica
-        raise unauthorized()
-    known_tokens.remember(digest, user_id)
+def identified(request: Request, digest: bytes, user_id: int) -> int:
+    """Record who holds the token: the rate limiter keys by user, the access log names them."""
+    resources_of(request).known_tokens.remember(digest, user_id)
     request.state.user_id = user_id
     return user_id
+
+
+def rejected(request: Request, digest: bytes) -> ApiError:
+    """The 401 for a token no valid session holds, forgotten by the rate limiter."""
+    resources_of(request).known_tokens.forget(digest)  # revoked or expired, perhaps on another replica
+    return unauthorized()
 
 
 def _too_large(limit: int) -> ApiError:

@@ -21,6 +21,7 @@ from chatsvc.api.common import (
     identified,
     json_response,
     read_body,
+    rejected,
     token_hash,
 )
 from chatsvc.db import BoundedPool
@@ -28,11 +29,13 @@ from chatsvc.errors import ApiError, ErrorCode, invalid_request
 from chatsvc.openapi import Header, Operation, Reply, documented
 from chatsvc.resources import resources_of
 from chatsvc.schemas import (
+    Image,
     ListingQuery,
     MessageCreated,
     MessagePage,
     NewMessage,
     Text,
+    Video,
     content_decoder,
     encoder,
     new_message_decoder,
@@ -86,8 +89,11 @@ async def create_message(request: Request) -> Response:
     digest = token_hash(request)
     async with _token_checked_first(request):
         message = decode(new_message_decoder, await read_body(request))
-        if isinstance(message.content, Text) and len(message.content.text) > settings.max_text_chars:
-            raise invalid_request(f"content.text: expected at most {settings.max_text_chars} characters")
+        match message.content:
+            case Text(text=text) if len(text) > settings.max_text_chars:
+                raise invalid_request(f"content.text: expected at most {settings.max_text_chars} characters")
+            case Text() | Image() | Video():
+                pass
     content = encoder.encode(message.content).decode()
     try:
         sent = await queries.messages.send_message(
@@ -95,10 +101,14 @@ async def create_message(request: Request) -> Response:
             idempotency_key=idempotency_key, sender=message.sender)
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(ErrorCode.NOT_FOUND, "recipient: no such user") from None
-    caller = identified(request, digest, None if sent is None else sent.caller)
+    if sent is None:
+        raise rejected(request, digest)
+    caller = identified(request, digest, sent.caller)
     if message.sender is not None and message.sender != caller:
         raise ApiError(ErrorCode.FORBIDDEN, "sender: you can only send as yourself")
-    if sent.id is None:
+    if sent.id is None or sent.timestamp is None:
+        # The token and the sender were good, so only a used idempotency key stops the insert.
+        assert idempotency_key is not None
         return await _replay(resources.pool, caller, idempotency_key, message)
     metrics.MESSAGES_CREATED.labels(content_type=type(message.content).__struct_config__.tag).inc()
     return json_response(MessageCreated(sent.id, sent.timestamp), status=201)
@@ -111,8 +121,11 @@ async def list_messages(request: Request) -> Response:
     async with _token_checked_first(request):
         query = convert(await _listing_parameters(request), ListingQuery)
     page = await queries.messages.list_messages(resources.pool, digest, resources.session_policy,
-                                       recipient=query.recipient, start=query.start, limit=query.page_size)
-    identified(request, digest, None if page is None else page.caller)
+                                                recipient=query.recipient, start=query.start,
+                                                limit=query.page_size)
+    if page is None:
+        raise rejected(request, digest)
+    identified(request, digest, page.caller)
     # The database wrote the messages' JSON; it goes out without being parsed here.
     return json_response(MessagePage(msgspec.Raw(page.messages), page.next_start))
 

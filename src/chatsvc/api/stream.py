@@ -269,7 +269,7 @@ async def _disconnected(receive: Receive) -> None:
         message = await receive()
 
 
-async def _cancel(*tasks: asyncio.Task) -> None:
+async def _cancel(*tasks: asyncio.Task[object]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -47,7 +47,8 @@ async def _measure(server_dsn: str, flood: int, rounds: int, unbounded: bool) ->
                 **(UNBOUNDED if unbounded else {})}
     log = Path(tempfile.mkdtemp(prefix="chatsvc-login-flood-")) / "serve.log"
     try:
-        with ServerProcess(url, log, cheap_hashing=False, **settings) as server:
+        # mypy cannot tell that no CHATSVC_* name is one of the typed keywords (port, argv, …).
+        with ServerProcess(url, log, cheap_hashing=False, **settings) as server:  # type: ignore[arg-type]
             users = await make_users(server, rounds + 1, timeout=60)
             real = users[0]
             async with httpx.AsyncClient(base_url=server.url, timeout=120,

@@ -147,7 +147,8 @@ class PatroniCluster:
         """Patroni's view of the cluster (`GET /cluster`), from the first node that answers."""
         for node in self.nodes.values():
             try:
-                return _get_json(f"http://127.0.0.1:{node.rest_port}/cluster")["members"]
+                members: list[dict[str, Any]] = _get_json(f"http://127.0.0.1:{node.rest_port}/cluster")["members"]
+                return members
             except OSError:
                 continue
         raise HaError("no Patroni REST API answers")

@@ -65,11 +65,12 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
-        as_owner = {"user": self.owner[0], "group": self.owner[1], "extra_groups": []} if self.owner else {}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.root, env=self.env, start_new_session=True, **as_owner)
+                cwd=self.root, env=self.env, start_new_session=True,
+                user=self.owner[0] if self.owner else None, group=self.owner[1] if self.owner else None,
+                extra_groups=[] if self.owner else None)
         (self.root / f"{self.name}.pgid").write_text(str(self.process.pid))
         return self
 

@@ -37,7 +37,8 @@ REVOKE_SESSION = "DELETE FROM sessions WHERE token_hash = $1"
 
 async def user_for_token(db: BoundedPool, token_hash: bytes, policy: SessionPolicy) -> int | None:
     """The id of the user holding a valid session, refreshing its idle clock now and then."""
-    return await db.fetchval(AUTHENTICATE, *caller_parameters(token_hash, policy))
+    user_id: int | None = await db.fetchval(AUTHENTICATE, *caller_parameters(token_hash, policy))
+    return user_id
 
 
 async def create_session(db: BoundedPool, token_hash: bytes, *, user_id: int, policy: SessionPolicy) -> None:

@@ -33,7 +33,9 @@ REPLACE_PASSWORD_HASH = "UPDATE users SET password_hash = $3 WHERE id = $1 AND p
 async def create_user(db: BoundedPool, *, username: str, password_hash: str) -> int | None:
     """The new user's id, or None when the name (or a look-alike) is taken; `username` is valid."""
     key = usernames.account_key(username)
-    return await db.fetchval(CREATE_USER, username, key, usernames.skeleton(key), password_hash)
+    skeleton = usernames.skeleton(key)
+    user_id: int | None = await db.fetchval(CREATE_USER, username, key, skeleton, password_hash)
+    return user_id
 
 
 async def replace_password_hash(db: BoundedPool, user_id: int, *, old: str, new: str) -> None:

@@ -8,10 +8,11 @@ modules import each other by relative paths, which therefore stay inside one ver
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from starlette.requests import Request
@@ -93,7 +94,7 @@ def asset_table() -> AssetTable:
     return AssetTable(files)
 
 
-def _client_files(paths: Iterable) -> Iterable:
+def _client_files(paths: Iterable[Traversable]) -> Iterator[Traversable]:
     return (path for path in paths if path.is_file() and Path(path.name).suffix in MEDIA_TYPES)
 
 

@@ -36,8 +36,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv with chatsvc and its development tools; check the system packages (bin/system-deps)
 	bin/system-deps
 
-run: $(STAMP) ## Serve on :8080 (admin :8081), with a private PostgreSQL unless DATABASE_URL is set
-	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(SHELL) -c '$(BIN)/chatsvc migrate && exec $(BIN)/chatsvc serve'
+run: $(STAMP) ## Serve on :8080 (admin :8081, with /debug/*), with a private PostgreSQL unless DATABASE_URL is set
+	CHATSVC_DEBUG_ENDPOINTS=$${CHATSVC_DEBUG_ENDPOINTS:-true} $(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(SHELL) -c '$(BIN)/chatsvc migrate && exec $(BIN)/chatsvc serve'
 
 test: $(STAMP) ## Run the whole suite: unit, PostgreSQL, live server and end-to-end scripts
 	bin/system-deps

@@ -165,7 +165,11 @@ async def test_a_profile_ends_when_the_client_goes_away() -> None:
 
 @pytest.mark.usefixtures("no_tracing")
 async def test_memory_tracing_starts_on_demand_shows_sites_and_stops(client: httpx.AsyncClient) -> None:
-    started = await client.get("/debug/memory")
+    # No GET changes anything: while tracing is off, GET says so and leaves it off.
+    off = await client.get("/debug/memory")
+    assert off.status_code == 409 and off.json()["error"]["code"] == "conflict", off.text
+    assert not tracemalloc.is_tracing()
+    started = await client.post("/debug/memory")
     assert started.status_code == 200
     assert "tracemalloc started" in started.text
     assert tracemalloc.is_tracing()

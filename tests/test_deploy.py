@@ -391,3 +391,10 @@ def test_prometheus_scrapes_the_admin_metrics_route():
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == settings.admin_port
     assert annotations["prometheus.io/path"] in ADMIN_PATHS
+
+
+def test_the_admin_listener_is_reachable_by_probes_and_has_no_debug_routes():
+    """The probes and Prometheus use the pod address; /debug/* stays off in production."""
+    _, _, settings = api_container()
+    assert settings.admin_host not in ("127.0.0.1", "::1", "localhost"), settings.admin_host
+    assert settings.debug_endpoints is False

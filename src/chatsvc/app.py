@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from chatsvc import metrics, openapi
 from chatsvc.api import check, messages, sessions, stream, users
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
+from chatsvc.middleware.cors import Cors
 from chatsvc.middleware.header_limits import HeaderLimits
 from chatsvc.middleware.internal_errors import InternalErrors
 from chatsvc.middleware.observe import Observe
 from chatsvc.middleware.ratelimit import RateLimit
 from chatsvc.middleware.request_id import RequestId
+from chatsvc.middleware.security_headers import SecurityHeaders
 from chatsvc.middleware.trailing_slash import TrailingSlash
 from chatsvc.middleware.unread_body import DrainUnreadBody
 from chatsvc.resources import Resources
@@ -44,12 +45,13 @@ def build_app(resources: Resources) -> Starlette:
     middleware = [
         Middleware(DrainUnreadBody),
         Middleware(RequestId),
+        Middleware(SecurityHeaders, cors_answers_options=True),
         Middleware(InternalErrors),
         Middleware(Observe, log_requests=settings.access_log),
         Middleware(HeaderLimits, max_headers=settings.max_headers,
                    max_header_bytes=settings.max_header_bytes),
         Middleware(TrailingSlash),
-        Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+        Middleware(Cors, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_REQUEST_HEADERS,
                    expose_headers=CORS_EXPOSED_HEADERS, max_age=600),
         # After CORS, so a 429 still carries CORS headers and preflights are not counted.

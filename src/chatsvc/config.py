@@ -113,11 +113,17 @@ class Settings:
         "PgBouncer URL (transaction pooling) for the request pool, which then uses no server-side "
         "prepared statements. The stream's `LISTEN` connection and `chatsvc migrate` keep "
         "`DATABASE_URL`, around the pooler. Unset: the pool connects to `DATABASE_URL`.")
-    host: str = _setting("CHATSVC_HOST", "0.0.0.0", _text, "Address both listeners bind to.")  # noqa: S104
+    host: str = _setting("CHATSVC_HOST", "0.0.0.0", _text, "Address the public listener binds to.")  # noqa: S104
     port: int = _setting("CHATSVC_PORT", "8080", _integer(0, 65535), "Public API port.")
     admin_port: int = _setting(
         "CHATSVC_ADMIN_PORT", "8081", _integer(0, 65535),
         "Admin port: probes, metrics, debug. Never route it from the internet.")
+    admin_host: str = _setting(
+        "CHATSVC_ADMIN_HOST", "0.0.0.0", _text,  # noqa: S104 (kubelet and Prometheus use the pod address)
+        "Address the admin listener binds to; `127.0.0.1` keeps it to the machine.")
+    debug_endpoints: bool = _setting(
+        "CHATSVC_DEBUG_ENDPOINTS", "false", _boolean,
+        "Serve `/debug/*` (task dump, profiler, memory tracing) on the admin listener.")
     h2c: bool = _setting("CHATSVC_H2C", "false", _boolean,
                          "Serve cleartext HTTP/2 (h2c upgrade and prior knowledge) too.")
     workers: int = _setting("CHATSVC_WORKERS", "1", _integer(1, 256),

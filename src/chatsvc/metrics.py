@@ -23,7 +23,11 @@ from chatsvc import __version__
 # directory and a scrape of any one worker reads them all.
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+# Label values come from fixed sets only, so that no client input can add a time series: the
+# route template (or this), the method among HTTP's (else OTHER_METHOD), the status code.
 UNMATCHED_ROUTE = "unmatched"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+OTHER_METHOD = "other"
 
 REQUESTS = Counter(
     "chatsvc_http_requests_total", "HTTP requests answered, by route template, method and status.",

@@ -33,16 +33,22 @@ RESPAWN_BACKOFF_SECONDS = 1.0
 
 def run(settings: Settings) -> int:
     """`chatsvc serve`: one process serving, or a supervisor of `CHATSVC_WORKERS` of them."""
-    public, admin = (hypercorn_config(settings, port) for port in (settings.port, settings.admin_port))
+    public, admin = (hypercorn_config(settings, address) for address in listeners(settings))
     sockets = public.create_sockets(), admin.create_sockets()
     if settings.workers == 1:
         return _serve_in_this_process(settings, sockets)
     return Supervisor(settings, sockets).run()
 
 
-def hypercorn_config(settings: Settings, port: int) -> HypercornConfig:
+def listeners(settings: Settings) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(host, port) of the public and of the admin listener, which bind independently."""
+    return (settings.host, settings.port), (settings.admin_host, settings.admin_port)
+
+
+def hypercorn_config(settings: Settings, address: tuple[str, int]) -> HypercornConfig:
+    host, port = address
     config = HypercornConfig()
-    config.bind = [f"{settings.host}:{port}"]
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.workers = settings.workers  # hypercorn sets SO_REUSEPORT for more than one
     config.graceful_timeout = settings.shutdown_timeout
     # Until a request's headers are complete the connection counts as idle, so this also
@@ -98,12 +104,11 @@ async def serve(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
             loop.add_signal_handler(signum, drain.on_signal, signum)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, DRAIN_SIGNALS)  # blocked while a worker starts
         apps = build_app(resources), build_admin_app(resources)
-        ports = settings.port, settings.admin_port
         await asyncio.gather(*(
             # Starlette's and hypercorn's ASGI type hints differ in spelling, not in meaning.
-            worker_serve(wrap_app(cast(ASGIFramework, app), 0, "asgi"), hypercorn_config(settings, port),
+            worker_serve(wrap_app(cast(ASGIFramework, app), 0, "asgi"), hypercorn_config(settings, address),
                          sockets=bound, shutdown_trigger=drain.listeners_closed.wait)
-            for app, port, bound in zip(apps, ports, sockets, strict=True)))
+            for app, address, bound in zip(apps, listeners(settings), sockets, strict=True)))
     log.info("stopped")
 
 

@@ -167,7 +167,7 @@ async def open_stream(server: ServerProcess, user: User, *, last_event_id: int |
             client.stream("GET", "/messages/stream", headers=headers, params=params) as response:
         assert response.status_code == 200, (await response.aread()).decode()
         assert response.headers["content-type"] == "text/event-stream"
-        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["cache-control"] == "no-store"
         assert response.headers["x-accel-buffering"] == "no"
         reader = EventReader(response)
         try:

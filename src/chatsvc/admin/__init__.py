@@ -11,6 +11,7 @@ from chatsvc.admin.probes import healthz, prometheus_metrics, readyz
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
 from chatsvc.middleware.internal_errors import InternalErrors
 from chatsvc.middleware.request_id import RequestId
+from chatsvc.middleware.security_headers import SecurityHeaders
 from chatsvc.middleware.trailing_slash import TrailingSlash
 from chatsvc.resources import Resources
 
@@ -18,12 +19,14 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", prometheus_metrics, methods=["GET"]),
-    *debug.ROUTES,
 ]
 
 
 def build_admin_app(resources: Resources) -> Starlette:
-    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS,
-                    middleware=[Middleware(RequestId), Middleware(InternalErrors), Middleware(TrailingSlash)])
+    """The admin routes; `/debug/*` only with `CHATSVC_DEBUG_ENDPOINTS=true`."""
+    routes = [*ROUTES, *(debug.ROUTES if resources.settings.debug_endpoints else [])]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,
+                    middleware=[Middleware(RequestId), Middleware(SecurityHeaders),
+                                Middleware(InternalErrors), Middleware(TrailingSlash)])
     app.state.resources = resources  # read back through resources.resources_of
     return app

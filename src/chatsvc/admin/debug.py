@@ -73,17 +73,25 @@ async def profile(request: Request) -> Response:
 
 
 async def memory(request: Request) -> Response:
-    """GET: the top allocation sites, tracing started on demand. DELETE: stop tracing."""
+    """GET: the top allocation sites (409 while tracing is off). POST: start tracing. DELETE: stop.
+
+    No GET changes anything: tracing slows every request down, and a page elsewhere could make a
+    browser GET this route (`<img src=...>`), but not POST or DELETE it.
+    """
+    if request.method == "POST":
+        if tracemalloc.is_tracing():
+            return PlainTextResponse("tracemalloc was already running\n")
+        tracemalloc.start(MEMORY_FRAMES)
+        return PlainTextResponse(
+            f"tracemalloc started ({MEMORY_FRAMES} frames): allocations from now on are traced; "
+            "GET for the top sites, DELETE to stop tracing\n")
     if request.method == "DELETE":
         if not tracemalloc.is_tracing():
             return PlainTextResponse("tracemalloc was not running\n")
         tracemalloc.stop()
         return PlainTextResponse("tracemalloc stopped; traces cleared\n")
     if not tracemalloc.is_tracing():
-        tracemalloc.start(MEMORY_FRAMES)
-        return PlainTextResponse(
-            f"tracemalloc started ({MEMORY_FRAMES} frames): allocations from now on are traced; "
-            "GET again for the top sites, DELETE to stop tracing\n")
+        raise ApiError(ErrorCode.CONFLICT, "memory tracing is off: POST /debug/memory starts it")
     # Snapshot and grouping take a while on a big heap; a thread lets the loop keep answering.
     return PlainTextResponse(await asyncio.to_thread(top_allocation_sites))
 
@@ -200,5 +208,5 @@ def _size(size: int) -> str:
 ROUTES = [
     Route("/debug/tasks", tasks, methods=["GET"]),
     Route("/debug/profile", profile, methods=["GET"]),
-    Route("/debug/memory", memory, methods=["GET", "DELETE"]),
+    Route("/debug/memory", memory, methods=["GET", "POST", "DELETE"]),
 ]

@@ -24,7 +24,7 @@ from chatsvc.schemas import MAX_ID
 
 log = logging.getLogger("chatsvc.stream")
 
-HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
            (b"x-accel-buffering", b"no"), (b"connection", b"close")]
 # Sent at once, so the client has the headers before the first event; and EventSource clients
 # reconnect after a second rather than their default of several.

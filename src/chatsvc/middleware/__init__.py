@@ -2,10 +2,11 @@
 
 - unread_body: a body an early answer left unread is drained while the answer goes out
 - request_id: `X-Request-ID` on every response
+- security_headers: nosniff everywhere, no-store on private answers, frame-ancestors on HTML
 - internal_errors: the last-resort 500 in the envelope
 - observe: metrics and the access log, by route template
 - header_limits: too many headers or header bytes (431)
 - trailing_slash: `/messages/` is `/messages`
-- (Starlette's CORS)
+- cors: Starlette's, with a refused preflight in the envelope
 - ratelimit: token buckets per client and the 429 before the app runs
 """

@@ -43,8 +43,10 @@ class Observe:
         route = scope.get("route")
         template = route.path if route is not None else metrics.UNMATCHED_ROUTE
         method = scope["method"]
-        metrics.REQUESTS.labels(template, method, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(template, method).observe(seconds)
+        # A client may send any token as its method: only the ones HTTP defines become a label.
+        label = method if method in metrics.HTTP_METHODS else metrics.OTHER_METHOD
+        metrics.REQUESTS.labels(template, label, str(status)).inc()
+        metrics.REQUEST_SECONDS.labels(template, label).observe(seconds)
         if self.log_requests:
             state = scope.get("state", {})
             access_log.info("request", extra={

@@ -18,19 +18,12 @@ from typing import Protocol
 
 import asyncpg
 
+from chatsvc import queries
+
 log = logging.getLogger("chatsvc.revocation")
 
-CHANNEL = "chatsvc_revoked"
+CHANNEL = queries.sessions.REVOCATIONS_CHANNEL
 EVERYONE = "*"
-
-# Of the tokens $1, those whose session is still valid (the rule of queries.sessions.CALLER, without
-# refreshing the idle clock: a revocation check is not the client's activity). $2 idle timeout.
-STILL_VALID = """
-SELECT token_hash FROM sessions
-WHERE token_hash = ANY($1::bytea[])
-  AND expires_at > now()
-  AND last_seen_at > now() - make_interval(secs => $2)
-"""
 
 
 class Revocable(Protocol):
@@ -78,13 +71,13 @@ class Revocations:
             return 0
         digests = list({stream.digest for stream in concerned})
         try:
-            rows = await connection.fetch(STILL_VALID, digests, idle_timeout, timeout=timeout)
+            valid = await queries.sessions.still_valid(connection, digests, idle_timeout=idle_timeout,
+                                                       timeout=timeout)
         except BaseException:
             # Look again on the next pass (or the next connection).
             self._everyone |= everyone
             self._users |= users
             raise
-        valid = {bytes(row["token_hash"]) for row in rows}
         ended = 0
         for stream in concerned:
             if stream.digest not in valid:

@@ -14,46 +14,16 @@ import asyncio
 import logging
 
 from chatsvc.db import UNAVAILABLE_ERRORS, BoundedPool
-from chatsvc.login_throttle import delete_passed_windows
+from chatsvc.queries.login_failures import delete_passed_windows
+from chatsvc.queries.sessions import delete_expired_sessions
 
 log = logging.getLogger("chatsvc.session_cleanup")
-
-# Any constant works; it only has to be the same for every replica (and differ from migrate's).
-ADVISORY_LOCK_KEY = 0x63686174736573  # "chatses"
-
-# The number of rows deleted, or NULL when another replica holds the lock. $1 batch size, $2 lock key.
-DELETE_EXPIRED_BATCH = """
-WITH lock AS (
-    SELECT pg_try_advisory_xact_lock($2) AS held
-), doomed AS (
-    SELECT token_hash FROM sessions
-    WHERE expires_at < now() AND (SELECT held FROM lock)
-    ORDER BY expires_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-), deleted AS (
-    DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM doomed) RETURNING 1
-)
-SELECT CASE WHEN (SELECT held FROM lock) THEN (SELECT count(*) FROM deleted) END
-"""
-
-
-async def delete_expired_sessions(db: BoundedPool, batch: int) -> int | None:
-    """Delete every expired session, a batch at a time; how many, or None if another replica is at it."""
-    total = 0
-    while True:
-        deleted: int | None = await db.fetchval(DELETE_EXPIRED_BATCH, batch, ADVISORY_LOCK_KEY)
-        if deleted is None:
-            return None if total == 0 else total
-        total += deleted
-        if deleted < batch:
-            return total
 
 
 async def clean_up_sessions_forever(db: BoundedPool, interval: float, batch: int,
                                     login_failure_window: float) -> None:
     """The background task, until cancelled: every `interval` seconds, `delete_expired_sessions`,
-    and the failed-login counts whose window has passed (chatsvc.login_throttle)."""
+    and the failed-login counts whose window has passed (queries.login_failures)."""
     while True:
         await asyncio.sleep(interval)
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from chatsvc.session_cleanup import ADVISORY_LOCK_KEY
+from chatsvc.queries.sessions import ADVISORY_LOCK_KEY
 from chatsvc.testing import NO_RATE_LIMITS, DatabaseFactory, ServerProcess, make_users
 
 EXPIRED = 25

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatsvc import login_throttle, metrics, queries
+from chatsvc import metrics, queries
 from chatsvc.api.common import authenticate, decode, json_response, read_body, token_hash
 from chatsvc.errors import ApiError, ErrorCode, unauthorized
 from chatsvc.openapi import Operation, Reply, documented
@@ -30,7 +30,7 @@ async def login(request: Request) -> Response:
     resources = resources_of(request)
     settings = resources.settings
     credentials = decode(login_decoder, await read_body(request))
-    attempt = await login_throttle.begin_login(resources.pool, credentials.username,
+    attempt = await queries.login_failures.begin_login(resources.pool, credentials.username,
                                                settings.login_failure_window)
     if attempt.throttled(settings.login_failures):
         metrics.LOGINS.labels(result="throttled").inc()
@@ -48,7 +48,7 @@ async def login(request: Request) -> Response:
     token, digest = new_token()
     await queries.sessions.create_session(resources.pool, digest, user_id=user_id,
                                           policy=resources.session_policy)
-    await login_throttle.login_succeeded(resources.pool, attempt)
+    await queries.login_failures.login_succeeded(resources.pool, attempt)
     metrics.LOGINS.labels(result="success").inc()
     request.state.user_id = user_id
     return json_response(LoggedIn(user_id, token))

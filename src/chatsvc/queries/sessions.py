@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from chatsvc.config import SessionPolicy
 from chatsvc.db import BoundedPool
 
@@ -34,6 +36,38 @@ VALUES ($1, $2, now() + make_interval(secs => $3))
 
 REVOKE_SESSION = "DELETE FROM sessions WHERE token_hash = $1"
 
+# sql/0003_revocation.sql's trigger: the ids of the users whose sessions went, or "*" (chatsvc.revocation).
+REVOCATIONS_CHANNEL = "chatsvc_revoked"
+
+# Of the tokens $1, those whose session is still valid (the rule of CALLER, without refreshing the
+# idle clock: a revocation check is not the client's activity). $2 idle timeout.
+STILL_VALID = """
+SELECT token_hash FROM sessions
+WHERE token_hash = ANY($1::bytea[])
+  AND expires_at > now()
+  AND last_seen_at > now() - make_interval(secs => $2)
+"""
+
+# chatsvc.session_cleanup's lock: any constant works; it only has to be the same for every replica
+# (and differ from migrate's).
+ADVISORY_LOCK_KEY = 0x63686174736573  # "chatses"
+
+# The number of rows deleted, or NULL when another replica holds the lock. $1 batch size, $2 lock key.
+DELETE_EXPIRED_BATCH = """
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock($2) AS held
+), doomed AS (
+    SELECT token_hash FROM sessions
+    WHERE expires_at < now() AND (SELECT held FROM lock)
+    ORDER BY expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM doomed) RETURNING 1
+)
+SELECT CASE WHEN (SELECT held FROM lock) THEN (SELECT count(*) FROM deleted) END
+"""
+
 
 async def user_for_token(db: BoundedPool, token_hash: bytes, policy: SessionPolicy) -> int | None:
     """The id of the user holding a valid session, refreshing its idle clock now and then."""
@@ -47,6 +81,25 @@ async def create_session(db: BoundedPool, token_hash: bytes, *, user_id: int, po
 
 async def revoke_session(db: BoundedPool, token_hash: bytes) -> None:
     await db.execute(REVOKE_SESSION, token_hash)
+
+
+async def delete_expired_sessions(db: BoundedPool, batch: int) -> int | None:
+    """Delete every expired session, a batch at a time; how many, or None if another replica is at it."""
+    total = 0
+    while True:
+        deleted: int | None = await db.fetchval(DELETE_EXPIRED_BATCH, batch, ADVISORY_LOCK_KEY)
+        if deleted is None:
+            return None if total == 0 else total
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+async def still_valid(connection: asyncpg.Connection, token_hashes: list[bytes], *, idle_timeout: float,
+                      timeout: float) -> set[bytes]:
+    """Which of `token_hashes` a valid session still holds; on the listener's own connection."""
+    rows = await connection.fetch(STILL_VALID, token_hashes, idle_timeout, timeout=timeout)
+    return {bytes(row["token_hash"]) for row in rows}
 
 
 def caller_parameters(token_hash: bytes, policy: SessionPolicy) -> tuple[bytes, float, float]:

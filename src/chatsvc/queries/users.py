@@ -16,7 +16,7 @@ ON CONFLICT DO NOTHING
 RETURNING id
 """
 
-# Run by chatsvc.login_throttle.BEGIN_LOGIN, which counts the attempt in the same statement.
+# Run by queries.login_failures.BEGIN_LOGIN, which counts the attempt in the same statement.
 # By the PRECIS key ($1, NULL for a name the rule refuses), or by the old key ($2) for accounts made
 # before it; the account spelled exactly as typed ($3) first, should both exist.
 USER_FOR_LOGIN = """

@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from chatsvc import queries, usernames
+from chatsvc import usernames
 from chatsvc.db import BoundedPool
+from chatsvc.queries import users
 
-# $1..$3 as queries.users.USER_FOR_LOGIN (PRECIS key, old key, the name as typed); $4 the name's key for
+# $1..$3 as users.USER_FOR_LOGIN (PRECIS key, old key, the name as typed); $4 the name's key for
 # a name no account has; $5 the window in seconds.
 BEGIN_LOGIN = """
-WITH found AS (""" + queries.users.USER_FOR_LOGIN + """), counted AS (
+WITH found AS (""" + users.USER_FOR_LOGIN + """), counted AS (
     INSERT INTO login_failures AS f (account, failures, window_start)
     SELECT coalesce('#' || (SELECT id FROM found), '=' || $4), 1, now()
     ON CONFLICT (account) DO UPDATE SET

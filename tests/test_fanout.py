@@ -36,7 +36,7 @@ async def test_notifications_missed_while_the_listener_reconnects_still_wake_the
     await fanout.start()
     try:
         assert fanout.ready.is_set()
-        subscription = fanout.subscribe(alice.id, token_digest(alice.token))
+        subscription = fanout.subscribe(alice.id, token_digest(alice.token), "127.0.0.1")
         subscription.wake.clear()
         (listener,) = set(await db.fetchval(listeners)) - others
         assert await db.fetchval("SELECT pg_terminate_backend($1, 5000)", listener)

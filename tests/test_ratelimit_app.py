@@ -49,3 +49,21 @@ async def test_a_refused_sign_up_has_no_effect(limited: httpx.AsyncClient, db: a
     assert statuses == [201, 201, 429]
     stored = await db.fetchval("SELECT count(*) FROM users WHERE username = ANY($1)", names)
     assert stored == 2
+
+
+async def test_an_ipv6_client_is_limited_as_its_slash_64(resources: Resources) -> None:
+    """A subscriber picks addresses from its /64 at will: they all share one bucket."""
+    settings = resources.settings.replace(rate=0, auth_rate=1, auth_burst=2)
+    app = build_app(dataclasses.replace(resources, settings=settings))
+    prefix = f"2001:db8:{secrets.randbelow(0xffff):x}"
+
+    async def sign_up_from(address: str) -> int:
+        transport = httpx.ASGITransport(app=app, client=(address, 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://chatsvc") as client:
+            response = await client.post("/users", json={"username": f"v6-{secrets.token_hex(4)}",
+                                                         "password": "long enough"})
+            return response.status_code
+
+    assert [await sign_up_from(f"{prefix}:1::{n}") for n in (1, 2)] == [201, 201]
+    assert await sign_up_from(f"{prefix}:1:ffff:ffff:ffff:ffff") == 429
+    assert await sign_up_from(f"{prefix}:2::1") == 201

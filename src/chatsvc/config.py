@@ -228,6 +228,9 @@ class Settings:
     stream_max_per_user: int = _setting(
         "CHATSVC_STREAM_MAX_PER_USER", "5", _integer(1, 10_000),
         "Event streams one user may hold open on each process; more is 429.")
+    stream_max_per_address: int = _setting(
+        "CHATSVC_STREAM_MAX_PER_ADDRESS", "20", _integer(1, 1_000_000),
+        "Event streams one client address (an IPv6 /64) may hold open on each process; more is 429.")
     stream_max_per_process: int = _setting(
         "CHATSVC_STREAM_MAX_PER_PROCESS", "1000", _integer(1, 1_000_000),
         "Event streams each process holds open at most; more is 429.")

@@ -126,12 +126,13 @@ class Subscription:
     """One open stream's registration: `wake` is set whenever it should read the database,
     `revoked` once its session (the token of SHA-256 `digest`) was revoked."""
 
-    __slots__ = ("_fanout", "closed", "digest", "revoked", "user_id", "wake")
+    __slots__ = ("_fanout", "address", "closed", "digest", "revoked", "user_id", "wake")
 
-    def __init__(self, fanout: Fanout, user_id: int, digest: bytes) -> None:
+    def __init__(self, fanout: Fanout, user_id: int, digest: bytes, address: str) -> None:
         self._fanout = fanout
         self.user_id = user_id
         self.digest = digest
+        self.address = address
         self.wake = asyncio.Event()
         self.wake.set()  # the first look: the replay
         self.revoked = asyncio.Event()
@@ -151,6 +152,7 @@ class Fanout:
         self.horizon = Horizon()
         self.ready = asyncio.Event()  # the watermark has been read from the database at least once
         self._streams: dict[int, set[Subscription]] = {}
+        self._per_address: dict[str, int] = {}
         self._count = 0
         # Heap of (id, sender, recipient, monotonic time of its notification), id > watermark.
         self._pending: list[tuple[int, int, int, float]] = []
@@ -181,19 +183,27 @@ class Fanout:
                 await self._task
             self._task = None
 
-    def subscribe(self, user_id: int, digest: bytes) -> Subscription:
-        """Register a stream of `user_id`'s messages, held with the token of SHA-256 `digest`;
-        TooManyStreams past either cap."""
+    def subscribe(self, user_id: int, digest: bytes, address: str) -> Subscription:
+        """Register a stream of `user_id`'s messages, held with the token of SHA-256 `digest` from
+        client `address` (ratelimit.client_bucket); TooManyStreams past a cap.
+
+        The per-address cap keeps a few hundred accounts that never read, all from one machine,
+        from filling the process's slots and locking everyone out of real-time delivery.
+        """
         settings = self.settings
         if self._count >= settings.stream_max_per_process:
             raise TooManyStreams(f"this server holds its maximum of {settings.stream_max_per_process} "
                             "streams; retry, perhaps on another replica")
+        if self._per_address.get(address, 0) >= settings.stream_max_per_address:
+            raise TooManyStreams(f"at most {settings.stream_max_per_address} streams per client address "
+                                 "are open at once; close one first")
         streams = self._streams.setdefault(user_id, set())
         if len(streams) >= settings.stream_max_per_user:
             raise TooManyStreams(f"at most {settings.stream_max_per_user} streams per user are open at once; "
                             "close one first")
-        subscription = Subscription(self, user_id, digest)
+        subscription = Subscription(self, user_id, digest, address)
         streams.add(subscription)
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         self._count += 1
         metrics.STREAMS_OPEN.inc()
         return subscription
@@ -205,6 +215,9 @@ class Fanout:
         streams.discard(subscription)
         if not streams:
             del self._streams[subscription.user_id]
+        held = self._per_address.pop(subscription.address) - 1
+        if held:
+            self._per_address[subscription.address] = held
         self._count -= 1
         metrics.STREAMS_OPEN.dec()
 

@@ -18,6 +18,7 @@ from chatsvc.api.common import authenticate, token_hash
 from chatsvc.db import UNAVAILABLE_ERRORS
 from chatsvc.errors import invalid_request, unavailable
 from chatsvc.fanout import Subscription
+from chatsvc.middleware.ratelimit import client_address, client_bucket
 from chatsvc.openapi import Header, Operation, Reply, documented
 from chatsvc.resources import Resources, resources_of
 from chatsvc.schemas import MAX_ID
@@ -63,6 +64,7 @@ class SlowReader(Exception):
                 "a drain.", {"type": "string"}, media_type="text/event-stream"),
      400: "`since` or `Last-Event-ID` is not an integer from 0 to 2^63-1.",
      429: "Rate limited, or too many open streams: `CHATSVC_STREAM_MAX_PER_USER` for the caller, "
+          "`CHATSVC_STREAM_MAX_PER_ADDRESS` for the client address (an IPv6 /64), "
           "`CHATSVC_STREAM_MAX_PER_PROCESS` for this server."},
     description="Messages are delivered in id order, each once. After a disconnect, send the last id "
                 "received as `Last-Event-ID` (or `?since=`): the stream replays every message after "
@@ -84,7 +86,8 @@ async def stream_messages(request: Request) -> Response | EventStream:
         if not fanout.ready.is_set():
             raise unavailable("real-time delivery is reconnecting to the database; retry shortly")
         since = fanout.watermark
-    subscription = fanout.subscribe(caller, token_hash(request))  # 429 past the caps
+    address = client_bucket(client_address(request.scope, resources.settings.trusted_proxies))
+    subscription = fanout.subscribe(caller, token_hash(request), address)  # 429 past the caps
     return EventStream(resources, subscription, since)
 
 

@@ -27,6 +27,9 @@ _AUTH_PATHS = frozenset({"/login", "/users"})
 # Float error must not deny a client that waited exactly the Retry-After it was given.
 _SLACK = 1e-9
 
+# An IPv6 client is its /64: the prefix one subscriber is given (RFC 6177).
+IPV6_CLIENT_PREFIX = 64
+
 
 class Decision(NamedTuple):
     """The outcome of taking one token, with what the RateLimit-* headers report."""
@@ -145,7 +148,7 @@ class RateLimit:
         if scope["type"] != "http" or (self.general is None and self.auth is None):
             await self.app(scope, receive, send)
             return
-        address = client_address(scope, self.trusted_proxies)
+        address = client_bucket(client_address(scope, self.trusted_proxies))
         checks: list[tuple[str, BucketTable, Hashable]] = []
         if self.general is not None:
             checks.append(("general", self.general, self._client_key(scope, address)))
@@ -202,6 +205,18 @@ def client_address(scope: Scope, trusted_proxies: tuple[Network, ...]) -> str:
         address = str(ip)
         if not _is_trusted(ip, trusted_proxies):
             break
+    return address
+
+
+def client_bucket(address: str) -> str:
+    """One client as the limits count them: an IPv4 address, or an IPv6 address's /64.
+
+    A subscriber gets a whole /64 (and often more) to pick addresses from at will, so counting
+    IPv6 addresses one by one would give each client 2^64 buckets.
+    """
+    ip = _parse_ip(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
     return address
 
 

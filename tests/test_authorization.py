@@ -28,6 +28,8 @@ PUBLIC = {
     ("GET", "/"), ("HEAD", "/"),
     ("GET", "/check"), ("HEAD", "/check"),
     ("GET", "/openapi.json"), ("HEAD", "/openapi.json"),
+    ("GET", "/docs"), ("HEAD", "/docs"),
+    ("GET", "/static/{version}/{name}"), ("HEAD", "/static/{version}/{name}"),
     ("POST", "/users"),
     ("POST", "/login"),
 }

@@ -35,6 +35,15 @@ PUBLIC = {
 }
 AUTHENTICATED = {
     ("POST", "/logout"),
+    ("POST", "/logout/all"),
+    ("GET", "/users"), ("HEAD", "/users"),
+    ("GET", "/users/me"), ("HEAD", "/users/me"),
+    ("PUT", "/users/me/password"),
+    ("GET", "/sessions"), ("HEAD", "/sessions"),
+    ("DELETE", "/sessions/{id}"),
+    ("GET", "/conversations"), ("HEAD", "/conversations"),
+    ("GET", "/conversations/{peer:int}/messages"), ("HEAD", "/conversations/{peer:int}/messages"),
+    ("PUT", "/conversations/{peer:int}/read"),
     ("POST", "/messages"),
     ("GET", "/messages"), ("HEAD", "/messages"),
     ("GET", "/messages/stream"), ("HEAD", "/messages/stream"),
@@ -97,6 +106,7 @@ async def call(client: httpx.AsyncClient, method: str, path: str, authorization:
                                                                **body})
     if path == "/messages":
         return await client.request(method, path, headers=headers, params={"recipient": recipient})
+    path = path.replace("{peer:int}", str(recipient)).replace("{id}", "00000000-0000-4000-8000-000000000000")
     return await client.request(method, path, headers=headers)
 
 

@@ -45,8 +45,14 @@ async def test_an_unknown_route_is_404_not_found(
     ("DELETE", "/messages", {"GET", "POST"}),
     ("PUT", "/messages", {"GET", "POST"}),
     ("PATCH", "/messages/", {"GET", "POST"}),
-    ("GET", "/users", {"POST"}),
-    ("DELETE", "/users", {"POST"}),
+    ("PUT", "/users", {"GET", "POST"}),
+    ("DELETE", "/users", {"GET", "POST"}),
+    ("POST", "/users/me", {"GET"}),
+    ("GET", "/users/me/password", {"PUT"}),
+    ("DELETE", "/conversations", {"GET"}),
+    ("POST", "/conversations/1/read", {"PUT"}),
+    ("POST", "/sessions/x", {"DELETE"}),
+    ("GET", "/logout/all", {"POST"}),
     ("GET", "/login", {"POST"}),
     ("GET", "/logout", {"POST"}),
     ("POST", "/check", {"GET"}),
@@ -69,6 +75,8 @@ every_route_that_reads_a_body = pytest.mark.parametrize(("method", "path", "auth
     ("POST", "/login", False),
     ("POST", "/messages", True),
     ("GET", "/messages", True),
+    ("PUT", "/conversations/1/read", True),
+    ("PUT", "/users/me/password", True),
 ])
 
 

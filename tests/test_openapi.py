@@ -45,13 +45,17 @@ from chatsvc.resources import Resources
 from chatsvc.testing import User, media_type, sign_up_and_log_in
 from chatsvc.web.assets import asset_table
 
-AUTHENTICATED = {"POST /logout", "GET /messages", "POST /messages", "GET /messages/stream"}
+AUTHENTICATED = {"POST /logout", "GET /messages", "POST /messages", "GET /messages/stream",
+                 "GET /users", "GET /users/me", "PUT /users/me/password", "GET /sessions",
+                 "DELETE /sessions/{id}", "POST /logout/all", "GET /conversations",
+                 "GET /conversations/{peer}/messages", "PUT /conversations/{peer}/read"}
 # Documented statuses that no in-process request can produce, and why.
 NOT_SPOT_CHECKED = {
     ("GET /messages/stream", 200): "an endless event stream: ASGITransport waits for its end",
     ("GET /messages/stream", 429): "too many open streams, which ASGITransport cannot hold open",
     ("POST /login", 429): "failed logins of one account: tests/test_login_protection.py, live",
     ("POST /login", 503): "a full password-hash queue: tests/test_login_protection.py, live",
+    ("PUT /users/me/password", 409): "a race with another change between its two statements",
 }
 
 
@@ -118,7 +122,7 @@ def test_every_route_and_method_of_the_app_is_documented(app: Starlette, documen
                        if hasattr(route.endpoint, m.lower())}
         else:
             methods = set(route.methods or ()) - {"HEAD"}
-        routed |= {f"{method} {route.path}" for method in methods}
+        routed |= {f"{method} {route.path_format}" for method in methods}
     assert routed == labels(document)
 
 
@@ -214,6 +218,29 @@ async def _logged_out(api: httpx.AsyncClient, alice: User, bob: User) -> httpx.R
     return await api.post("/logout", headers=fresh.auth)
 
 
+async def _last_from(api: httpx.AsyncClient, alice: User, bob: User) -> int:
+    """The id of the message bob sent alice before the spot check."""
+    listed = await api.get("/conversations", headers=alice.auth)
+    return listed.json()["conversations"][0]["last_message"]["id"]
+
+
+async def _marked_read(api: httpx.AsyncClient, alice: User, bob: User) -> httpx.Response:
+    return await api.put(f"/conversations/{bob.id}/read", headers=alice.auth,
+                         json={"last_read": await _last_from(api, alice, bob)})
+
+
+async def _other_session_revoked(api: httpx.AsyncClient, alice: User, bob: User) -> httpx.Response:
+    await api.post("/login", json={"username": alice.username, "password": alice.password})
+    sessions = (await api.get("/sessions", headers=alice.auth)).json()["sessions"]
+    other = next(session["id"] for session in sessions if not session["current"])
+    return await api.delete(f"/sessions/{other}", headers=alice.auth)
+
+
+def _password_change(current: str) -> dict[str, str]:
+    return {"current_password": current, "new_password": "a new password"}
+
+
+
 async def _revalidated(api: httpx.AsyncClient, path: str) -> httpx.Response:
     etag = (await api.get(path)).headers["etag"]
     return await api.get(path, headers={"If-None-Match": etag})
@@ -266,6 +293,51 @@ SPOT_CHECKS: list[tuple[str, int, Request_]] = [
     ("GET /messages", 400, lambda api, a, b: api.get(
         "/messages", params={"recipient": a.id, "limit": 1001}, headers=a.auth)),
     ("GET /messages", 401, lambda api, a, b: api.get("/messages", params={"recipient": 1}, headers=NO_TOKEN)),
+    ("GET /users/me", 200, lambda api, a, b: api.get("/users/me", headers=a.auth)),
+    ("GET /users/me", 401, lambda api, a, b: api.get("/users/me", headers=NO_TOKEN)),
+    ("GET /users", 200, lambda api, a, b: api.get("/users", params={"id": [b.id, a.id]}, headers=a.auth)),
+    ("GET /users", 400, lambda api, a, b: api.get("/users", headers=a.auth)),
+    ("GET /users", 401, lambda api, a, b: api.get("/users", params={"id": 1}, headers=NO_TOKEN)),
+    ("PUT /users/me/password", 204, lambda api, a, b: api.put(
+        "/users/me/password", json=_password_change(a.password), headers=a.auth)),
+    ("PUT /users/me/password", 400, lambda api, a, b: api.put(
+        "/users/me/password", json={"current_password": a.password, "new_password": "short"},
+        headers=a.auth)),
+    ("PUT /users/me/password", 401, lambda api, a, b: api.put(
+        "/users/me/password", json=_password_change(a.password), headers=NO_TOKEN)),
+    ("PUT /users/me/password", 403, lambda api, a, b: api.put(
+        "/users/me/password", json=_password_change("not the password"), headers=a.auth)),
+    ("PUT /users/me/password", 413, lambda api, a, b: api.put(
+        "/users/me/password", content=TOO_BIG, headers=a.auth)),
+    ("GET /sessions", 200, lambda api, a, b: api.get("/sessions", headers=a.auth)),
+    ("GET /sessions", 401, lambda api, a, b: api.get("/sessions", headers=NO_TOKEN)),
+    ("DELETE /sessions/{id}", 204, _other_session_revoked),
+    ("DELETE /sessions/{id}", 401, lambda api, a, b: api.delete("/sessions/x", headers=NO_TOKEN)),
+    ("DELETE /sessions/{id}", 404, lambda api, a, b: api.delete(
+        "/sessions/00000000-0000-4000-8000-000000000000", headers=a.auth)),
+    ("POST /logout/all", 204, lambda api, a, b: api.post("/logout/all", headers=a.auth)),
+    ("POST /logout/all", 401, lambda api, a, b: api.post("/logout/all", headers=NO_TOKEN)),
+    ("GET /conversations", 200, lambda api, a, b: api.get("/conversations", headers=a.auth)),
+    ("GET /conversations", 400, lambda api, a, b: api.get(
+        "/conversations", params={"limit": 0}, headers=a.auth)),
+    ("GET /conversations", 401, lambda api, a, b: api.get("/conversations", headers=NO_TOKEN)),
+    ("GET /conversations/{peer}/messages", 200, lambda api, a, b: api.get(
+        f"/conversations/{b.id}/messages", params={"limit": 1}, headers=a.auth)),
+    ("GET /conversations/{peer}/messages", 400, lambda api, a, b: api.get(
+        f"/conversations/{b.id}/messages", params={"before": 2, "after": 1}, headers=a.auth)),
+    ("GET /conversations/{peer}/messages", 401, lambda api, a, b: api.get(
+        f"/conversations/{b.id}/messages", headers=NO_TOKEN)),
+    ("GET /conversations/{peer}/messages", 404, lambda api, a, b: api.get(
+        f"/conversations/{schemas.MAX_ID}/messages", headers=a.auth)),
+    ("PUT /conversations/{peer}/read", 200, _marked_read),
+    ("PUT /conversations/{peer}/read", 400, lambda api, a, b: api.put(
+        f"/conversations/{b.id}/read", json={"last_read": 0}, headers=a.auth)),
+    ("PUT /conversations/{peer}/read", 401, lambda api, a, b: api.put(
+        f"/conversations/{b.id}/read", json={"last_read": 1}, headers=NO_TOKEN)),
+    ("PUT /conversations/{peer}/read", 404, lambda api, a, b: api.put(
+        f"/conversations/{a.id}/read", json={"last_read": 1}, headers=b.auth)),
+    ("PUT /conversations/{peer}/read", 413, lambda api, a, b: api.put(
+        f"/conversations/{b.id}/read", content=TOO_BIG, headers=a.auth)),
     ("GET /messages/stream", 400, lambda api, a, b: api.get(
         "/messages/stream", params={"since": "x"}, headers=a.auth)),
     ("GET /messages/stream", 401, lambda api, a, b: api.get("/messages/stream", headers=NO_TOKEN)),
@@ -318,7 +390,7 @@ def test_every_status_a_handler_documents_is_produced_by_a_spot_check() -> None:
     seen = {(label, status) for label, status, _ in SPOT_CHECKS}
     seen |= {("GET /check", 503), *NOT_SPOT_CHECKED}
     for route, method, operation in documented_operations(ROUTES):
-        label = f"{method} {route.path}"
+        label = f"{method} {route.path_format}"
         for status in operation.responses:
             assert (label, status) in seen, f"{label} {status}: no spot check produces it"
         if operation.authenticated:

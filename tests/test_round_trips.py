@@ -1,4 +1,4 @@
-"""One database round trip for each of `POST /messages` and `GET /messages`, authentication included."""
+"""One database round trip for each route on its success path, authentication included."""
 
 from __future__ import annotations
 
@@ -73,3 +73,49 @@ async def test_a_bad_token_costs_one_statement_and_is_401(counting) -> None:
                                 headers={"Authorization": "Bearer no-such-token"})
     assert response.status_code == 401
     assert len(pool.statements) == 1
+
+
+async def _last_message_between(client: httpx.AsyncClient, reader: User, writer: User) -> int:
+    sent = await client.post("/messages", headers=writer.auth,
+                             json={"recipient": reader.id, "content": {"type": "text", "text": "one"}})
+    assert sent.status_code == 201
+    return sent.json()["id"]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/users/me", 200),
+    ("GET", "/users?username={bob_name}", 200),
+    ("GET", "/users?id={bob}&id={alice}", 200),
+    ("GET", "/conversations", 200),
+    ("GET", "/conversations?before={message}&limit=5", 200),
+    ("GET", "/conversations/{bob}/messages", 200),
+    ("GET", "/conversations/{bob}/messages?before={message}", 200),
+    ("GET", "/conversations/{bob}/messages?after=0", 200),
+    ("PUT", "/conversations/{bob}/read", 200),
+    ("GET", "/sessions", 200),
+    ("DELETE", "/sessions/{other_session}", 204),
+    ("POST", "/logout/all", 204),
+])
+async def test_each_people_conversation_and_session_route_is_one_statement(
+        counting, alice: User, bob: User, method: str, path: str, status: int) -> None:
+    client, pool = counting
+    message = await _last_message_between(client, alice, bob)
+    await client.post("/login", json={"username": alice.username, "password": alice.password})
+    sessions = (await client.get("/sessions", headers=alice.auth)).json()["sessions"]
+    other_session = next(session["id"] for session in sessions if not session["current"])
+    url = path.format(bob=bob.id, alice=alice.id, bob_name=bob.username, message=message,
+                      other_session=other_session)
+    pool.statements.clear()
+    response = await client.request(method, url, headers=alice.auth,
+                                    json={"last_read": message} if method == "PUT" else None)
+    assert response.status_code == status, response.text
+    assert len(pool.statements) == 1, pool.statements
+
+
+async def test_a_password_change_is_two_statements(counting, alice: User) -> None:
+    """The stored hash must be read before the current password can be checked against it."""
+    client, pool = counting
+    response = await client.put("/users/me/password", headers=alice.auth,
+                                json={"current_password": alice.password, "new_password": "another one"})
+    assert response.status_code == 204, response.text
+    assert len(pool.statements) == 2

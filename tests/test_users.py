@@ -336,9 +336,9 @@ async def test_unknown_fields_are_ignored(client: httpx.AsyncClient, db: asyncpg
 
 
 async def test_wrong_method_is_405_in_the_envelope(client: httpx.AsyncClient) -> None:
-    response = await client.get("/users")
+    response = await client.delete("/users")
     assert_error(response, 405, "method_not_allowed")
-    assert "POST" in response.headers["allow"]
+    assert {"GET", "POST"} <= set(response.headers["allow"].replace(" ", "").split(","))
 
 
 async def test_a_trailing_slash_is_the_same_route(client: httpx.AsyncClient) -> None:

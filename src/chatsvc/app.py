@@ -7,7 +7,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from chatsvc import metrics, openapi
-from chatsvc.api import check, messages, sessions, stream, users
+from chatsvc.api import check, conversations, messages, sessions, stream, users
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
 from chatsvc.middleware.cors import Cors
 from chatsvc.middleware.header_limits import HeaderLimits
@@ -31,9 +31,17 @@ ROUTES = [
     Route("/docs", pages.docs, methods=["GET"]),
     Route("/static/{version}/{name}", pages.static_file, methods=["GET"]),
     Route("/check", check.check, methods=["GET"]),
-    Route("/users", users.create_user, methods=["POST"]),
+    Route("/users", users.Users),
+    Route("/users/me", users.me, methods=["GET"]),
+    Route("/users/me/password", users.change_password, methods=["PUT"]),
     Route("/login", sessions.login, methods=["POST"]),
     Route("/logout", sessions.logout, methods=["POST"]),
+    Route("/logout/all", sessions.logout_all, methods=["POST"]),
+    Route("/sessions", sessions.list_sessions, methods=["GET"]),
+    Route("/sessions/{id}", sessions.revoke_session, methods=["DELETE"]),
+    Route("/conversations", conversations.list_conversations, methods=["GET"]),
+    Route("/conversations/{peer:int}/messages", conversations.conversation_messages, methods=["GET"]),
+    Route("/conversations/{peer:int}/read", conversations.mark_read, methods=["PUT"]),
     Route("/messages", messages.Messages),
     Route("/messages/stream", stream.stream_messages, methods=["GET"]),
     Route("/openapi.json", openapi.openapi_document, methods=["GET"]),
@@ -52,7 +60,8 @@ def build_app(resources: Resources) -> Starlette:
                    max_header_bytes=settings.max_header_bytes),
         Middleware(TrailingSlash),
         Middleware(Cors, allow_origins=list(settings.cors_origins),
-                   allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_REQUEST_HEADERS,
+                   allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                   allow_headers=CORS_REQUEST_HEADERS,
                    expose_headers=CORS_EXPOSED_HEADERS, max_age=600),
         # After CORS, so a 429 still carries CORS headers and preflights are not counted.
         Middleware(RateLimit, settings=settings, known_tokens=resources.known_tokens,

@@ -172,6 +172,9 @@ class Settings:
     session_cleanup_batch: int = _setting(
         "CHATSVC_SESSION_CLEANUP_BATCH", "1000", _integer(1, 100_000),
         "Expired sessions deleted per statement.")
+    session_user_agent_chars: int = _setting(
+        "CHATSVC_SESSION_USER_AGENT_CHARS", "256", _integer(0, 8192),
+        "The User-Agent recorded with a session (`GET /sessions`) is cut to this many characters.")
     argon2_time_cost: int = _setting("CHATSVC_ARGON2_TIME_COST", "3", _integer(1, 100),
                                      "argon2id iterations.")
     argon2_memory_kib: int = _setting("CHATSVC_ARGON2_MEMORY_KIB", "65536",

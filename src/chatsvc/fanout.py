@@ -123,10 +123,11 @@ class TooManyStreams(Exception):
 
 
 class Subscription:
-    """One open stream's registration: `wake` is set whenever it should read the database,
-    `revoked` once its session (the token of SHA-256 `digest`) was revoked."""
+    """One open stream's registration: `wake` is set whenever it should read the database or
+    send a notice, `revoked` once its session (the token of SHA-256 `digest`) was revoked."""
 
-    __slots__ = ("_fanout", "address", "closed", "digest", "revoked", "user_id", "wake")
+    __slots__ = ("_fanout", "address", "closed", "digest", "notices", "overflowed", "revoked", "user_id",
+                 "wake")
 
     def __init__(self, fanout: Fanout, user_id: int, digest: bytes, address: str) -> None:
         self._fanout = fanout
@@ -137,6 +138,21 @@ class Subscription:
         self.wake.set()  # the first look: the replay
         self.revoked = asyncio.Event()
         self.closed = False
+        # Events that are not messages (`read`), waiting for the stream to send them. Bounded by
+        # the stream buffer: a stream that lets more pile up is cut as a slow reader.
+        self.notices: list[bytes] = []
+        self.overflowed = False
+
+    def notify(self, event: bytes, bound: int) -> None:
+        if len(self.notices) >= bound:
+            self.overflowed = True
+        else:
+            self.notices.append(event)
+        self.wake.set()
+
+    def take_notices(self) -> list[bytes]:
+        notices, self.notices = self.notices, []
+        return notices
 
     def close(self) -> None:
         if not self.closed:
@@ -231,6 +247,18 @@ class Fanout:
             for subscription in streams:
                 subscription.wake.set()
 
+    def _on_read(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        """A read marker moved: `event: read` to the reader's streams and the peer's."""
+        try:
+            reader, peer, last_read = (int(part) for part in str(payload).split(":"))
+        except ValueError:
+            log.warning("ignoring a malformed notification", extra={"channel": channel})
+            return
+        event = b'event: read\ndata: {"reader":%d,"peer":%d,"last_read":%d}\n\n' % (reader, peer, last_read)
+        for user in {reader, peer}:
+            for subscription in self._streams.get(user, ()):
+                subscription.notify(event, self.settings.stream_buffer)
+
     def _on_revoked(self, connection: object, pid: int, channel: str, payload: object) -> None:
         self.revocations.note(str(payload))
         self._kick.set()
@@ -293,6 +321,7 @@ class Fanout:
         connection.add_termination_listener(lambda _: self._kick.set())
         await connection.add_listener(queries.stream.MESSAGES_CHANNEL, self._on_notification)
         await connection.add_listener(revocation.CHANNEL, self._on_revoked)
+        await connection.add_listener(queries.conversations.READS_CHANNEL, self._on_read)
         # Anything committed while no connection was listening went unannounced: every stream looks,
         # and checks its session.
         self._wake_all_pending = True

@@ -77,10 +77,14 @@ class Credentials(Struct):
             self.username = usernames.display_name(self.username)
         except usernames.InvalidUsername as error:
             raise ValueError(f"username: {error}") from None
-        if not PASSWORD_MIN_CHARS <= len(self.password) <= PASSWORD_MAX_CHARS:
-            raise ValueError(
-                f"password: expected {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
-        _refuse_nul(self.password, "password")
+        check_new_password(self.password, "password")
+
+
+def check_new_password(password: str, field: str) -> None:
+    """ValueError naming `field` when `password` breaks the sign-up rule."""
+    if not PASSWORD_MIN_CHARS <= len(password) <= PASSWORD_MAX_CHARS:
+        raise ValueError(f"{field}: expected {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
+    _refuse_nul(password, field)
 
 
 class LoginCredentials(Struct):
@@ -201,6 +205,122 @@ class MessagePage(Struct):
     next_start: int | None
 
 
+CONVERSATION_PAGE_DEFAULT = 50
+CONVERSATION_PAGE_MAX = 200
+USERS_PER_LOOKUP = 100
+
+PageSize = Annotated[int, Meta(ge=1, le=CONVERSATION_PAGE_MAX, description=(
+    f"At most this many items, 1 to {CONVERSATION_PAGE_MAX}."))]
+
+
+class UserSummary(Struct):
+    id: int
+    username: str
+
+
+class Me(Struct):
+    id: int
+    username: str
+    created_at: Timestamp
+
+
+class UsersQuery(Struct):
+    """Parameters of `GET /users`: exactly one of them."""
+
+    username: Annotated[str | None, Meta(description=(
+        "The account with this name, compared as login compares it."))] = None
+    id: Annotated[Annotated[list[Id], Meta(min_length=1, max_length=USERS_PER_LOOKUP)] | None, Meta(
+        description=f"Repeated 1 to {USERS_PER_LOOKUP} times: these accounts, in this order.")] = None
+
+
+class UserList(Struct):
+    users: list[UserSummary]
+
+
+class ConversationsQuery(Struct):
+    """Parameters of `GET /conversations`."""
+
+    before: Annotated[Id | None, Meta(description=(
+        "Only conversations whose last message id is smaller: the `next_before` of the previous "
+        "page."))] = None
+    limit: PageSize = CONVERSATION_PAGE_DEFAULT
+
+
+class Conversation(Struct):
+    peer: UserSummary
+    last_message: StoredMessage
+    unread: int
+    last_read: int | None
+    peer_last_read: int | None
+
+
+class ConversationList(Struct):
+    # Described as a list; sent as the JSON array the database built (msgspec.Raw).
+    conversations: list[Conversation]
+    next_before: int | None
+
+
+class ConversationQuery(Struct):
+    """Parameters of `GET /conversations/{peer}/messages`: `before` or `after`, or neither."""
+
+    before: Annotated[Id | None, Meta(description=(
+        "The newest messages with a smaller id (scrolling back): the `older` of a page."))] = None
+    after: Annotated[Annotated[int, Meta(ge=0, le=MAX_ID)] | None, Meta(description=(
+        "The oldest messages with a larger id (catching up): the `newer` of a page."))] = None
+    limit: PageSize = CONVERSATION_PAGE_DEFAULT
+
+
+class ConversationPage(Struct):
+    # Described as a list of messages; sent as the JSON array the database built (msgspec.Raw).
+    messages: list[StoredMessage]
+    older: int | None
+    newer: int | None
+
+
+class ReadMarker(Struct):
+    """Body of `PUT /conversations/{peer}/read`."""
+
+    last_read: Id
+
+
+class ReadState(Struct):
+    last_read: int
+    unread: int
+
+
+class ReadEvent(Struct):
+    """The data of a stream's `read` event."""
+
+    reader: int
+    peer: int
+    last_read: int
+
+
+class SessionInfo(Struct):
+    id: str
+    created_at: Timestamp
+    last_seen_at: Timestamp
+    expires_at: Timestamp
+    user_agent: str | None
+    current: bool
+
+
+class SessionList(Struct):
+    sessions: list[SessionInfo]
+
+
+class PasswordChange(Struct):
+    """Body of `PUT /users/me/password`."""
+
+    current_password: Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX_CHARS,
+                                          extra_json_schema={"pattern": NO_NUL_PATTERN})]
+    new_password: Password
+
+    def __post_init__(self) -> None:
+        _refuse_nul(self.current_password, "current_password")
+        check_new_password(self.new_password, "new_password")
+
+
 class ErrorDetail(Struct):
     code: str
     message: str
@@ -215,3 +335,5 @@ credentials_decoder = msgspec.json.Decoder(Credentials)
 login_decoder = msgspec.json.Decoder(LoginCredentials)
 new_message_decoder = msgspec.json.Decoder(NewMessage)
 content_decoder = msgspec.json.Decoder(Content)
+read_marker_decoder = msgspec.json.Decoder(ReadMarker)
+password_change_decoder = msgspec.json.Decoder(PasswordChange)

@@ -3,8 +3,9 @@
 The schema is loaded from the live server, so what is fuzzed is what is served. Every response
 must come without a 5xx and conform to the document: a documented status code and content type,
 a body and headers that match its schema; a method the document does not list must be 405 with
-`Allow`. Authenticated operations carry a real token (a fresh one for `POST /logout`, which
-revokes what it is given); negative cases drop or break it, and then 401 is what conforms.
+`Allow`. Authenticated operations carry a real token (a fresh one for `POST /logout` and
+`POST /logout/all`, which revoke what they are given); negative cases drop or break it, and then
+401 is what conforms.
 Event streams are left out: a valid request is answered until the client leaves.
 
 Generation is derandomized with a fixed seed, so CI tries the same cases every run.
@@ -66,8 +67,8 @@ async def live_server(databases: DatabaseFactory, tmp_path_factory: pytest.TempP
     """A `chatsvc serve` on a fresh migrated database, with users 1 and 2 signed up."""
     async with serving(databases, tmp_path_factory.mktemp("fuzz") / "serve.log", **SETTINGS) as server:
         # Fresh database: these are users 1 and 2, the ids generated data is most likely to name.
-        user, _ = await make_users(server, 2, timeout=REQUEST_TIMEOUT)
-        _session.update(url=server.url, user=user)
+        user, other = await make_users(server, 2, timeout=REQUEST_TIMEOUT)
+        _session.update(url=server.url, user=user, other=other)
         try:
             yield server
         finally:
@@ -124,6 +125,11 @@ schema = schemathesis.pytest.from_fixture("api_schema").exclude(
     func=lambda context: streams_forever(context.operation.definition.raw))
 
 
+# Operations that revoke the token they are given, or all of its user's: each case logs in afresh,
+# as the other user when every session of the user ends.
+REVOKING = {"POST /logout": "user", "POST /logout/all": "other"}
+
+
 @schema.auth(refresh_interval=None)
 class SessionToken:
     """The fuzzing user's token on operations that require one; a fresh one for each logout."""
@@ -131,8 +137,8 @@ class SessionToken:
     def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str | None:
         if not case.operation.definition.raw.get("security"):
             return None
-        if case.operation.label == "POST /logout":
-            user: User = _session["user"]  # type: ignore[assignment]
+        if case.operation.label in REVOKING:
+            user: User = _session[REVOKING[case.operation.label]]  # type: ignore[assignment]
             login = requests.post(f"{_session['url']}/login", timeout=REQUEST_TIMEOUT,
                                   json={"username": user.username, "password": user.password})
             login.raise_for_status()
@@ -162,5 +168,6 @@ def test_every_operation_was_fuzzed(live_server: ServerProcess) -> None:
               if path != "/openapi.json" and not streams_forever(operation)}
     assert labels <= set(cases), f"never fuzzed: {sorted(labels - set(cases))}"
     for label, status in [("POST /messages", 201), ("GET /messages", 200), ("POST /logout", 204),
-                          ("POST /users", 201)]:
+                          ("POST /users", 201), ("POST /logout/all", 204), ("GET /conversations", 200),
+                          ("GET /sessions", 200), ("GET /users/me", 200)]:
         assert statuses[label, status] > 0, f"{label} never answered {status}: {dict(statuses)}"

@@ -398,6 +398,57 @@ async def test_a_logout_ends_that_sessions_streams_at_once_on_every_replica(pair
     assert response.status_code == 401
 
 
+async def log_in_again(server: ServerProcess, user: User) -> User:
+    """Another device of `user`: a session of its own."""
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        login = await client.post("/login", json={"username": user.username, "password": user.password})
+    return User(user.id, user.username, user.password, login.json()["token"])
+
+
+async def revoke_other(server: ServerProcess, user: User, other: User, how: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        if how == "DELETE /sessions/{id}":
+            listed = (await client.get("/sessions", headers=other.auth)).json()["sessions"]
+            (current,) = (session["id"] for session in listed if session["current"])
+            response = await client.delete(f"/sessions/{current}", headers=user.auth)
+        elif how == "POST /logout/all":
+            response = await client.post("/logout/all", headers=user.auth)
+        else:
+            response = await client.put("/users/me/password", headers=user.auth, json={
+                "current_password": user.password, "new_password": "a new password"})
+    assert response.status_code == 204, response.text
+
+
+@pytest.mark.parametrize("how", ["DELETE /sessions/{id}", "POST /logout/all", "PUT /users/me/password"])
+async def test_revoking_a_session_ends_its_streams_at_once_on_every_replica(pair: Pair, how: str) -> None:
+    """Like logout: the periodic session check (60 s) is not what ends them."""
+    alice, bob = await make_users(pair.a, 2)
+    phone = await log_in_again(pair.a, alice)
+    async with open_stream(pair.b, phone) as revoked, open_stream(pair.a, alice) as presenting:
+        await revoke_other(pair.a, alice, phone, how)
+        assert await revoked.quiet(3) == [] and revoked.ended
+        sent = await send(pair.b, bob, alice, "after the revocation")
+        if how == "POST /logout/all":
+            assert await presenting.quiet(3) == [] and presenting.ended
+        else:  # the presenting session stays, and so does its stream
+            assert ids(await presenting.messages(1)) == [sent] and not presenting.ended
+
+
+async def test_a_read_marker_reaches_the_readers_other_devices_and_the_peer(pair: Pair) -> None:
+    alice, bob = await make_users(pair.a, 2)
+    laptop = await log_in_again(pair.a, bob)
+    first = await send(pair.a, alice, bob, "one")
+    async with open_stream(pair.b, alice) as peer, open_stream(pair.a, laptop) as other_device:
+        async with httpx.AsyncClient(base_url=pair.b.url) as client:
+            marked = await client.put(f"/conversations/{alice.id}/read", headers=bob.auth,
+                                      json={"last_read": first})
+        assert marked.status_code == 200, marked.text
+        for stream in (peer, other_device):
+            (event,) = await stream.quiet(2)
+            assert event.fields["event"] == "read" and "id" not in event.fields
+            assert event.json() == {"reader": bob.id, "peer": alice.id, "last_read": first}
+
+
 @pytest.mark.parametrize(("headers", "params", "message"), [
     ({"Last-Event-ID": "abc"}, {}, "Last-Event-ID: expected an integer"),
     ({}, {"since": "-1"}, "since: expected an integer"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -117,6 +119,53 @@ def rejected(request: Request, digest: bytes) -> ApiError:
     """The 401 for a token no valid session holds, forgotten by the rate limiter."""
     resources_of(request).known_tokens.forget(digest)  # revoked or expired, perhaps on another replica
     return unauthorized()
+def forget_tokens(request: Request, token_hashes: Iterable[bytes]) -> None:
+    """Forget revoked tokens here at once (the rate limiter keys by them); their streams end
+    through the database's revocation notice (chatsvc.revocation)."""
+    known_tokens = resources_of(request).known_tokens
+    for digest in token_hashes:
+        known_tokens.forget(digest)
+
+
+@contextlib.asynccontextmanager
+async def token_checked_first(request: Request) -> AsyncIterator[None]:
+    """On a bad request, a bad token is still answered first (401), as if it had been checked first.
+
+    The token is checked in the same statement as the work, so it is checked separately only
+    on this error path and the success path stays one round trip.
+    """
+    try:
+        yield
+    except ApiError:
+        await authenticate(request)
+        raise
+
+
+def query_parameters(request: Request, kind: type[T]) -> T:
+    """The query string as the struct `kind`: digits become integers, a list field takes every
+    repetition of its name, anything else is left for validation to refuse."""
+    parameters: dict[str, Any] = {}
+    for field in msgspec.structs.fields(kind):  # type: ignore[arg-type]
+        values = request.query_params.getlist(field.encode_name)
+        if not values:
+            continue
+        if _is_list(field.type):
+            parameters[field.encode_name] = [integer_or_text(value) for value in values]
+        else:
+            parameters[field.encode_name] = integer_or_text(values[-1])
+    return convert(parameters, kind)
+
+
+def integer_or_text(value: str) -> int | str:
+    """Decimal digits as an integer, else the text (`isdigit` admits `²`, which int() refuses)."""
+    if value.isdecimal():
+        with contextlib.suppress(ValueError):  # more digits than int() converts: stays text
+            return int(value)
+    return value
+
+
+def _is_list(annotation: Any) -> bool:
+    return "list[" in repr(annotation)
 
 
 def _too_large(limit: int) -> ApiError:

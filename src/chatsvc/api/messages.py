@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -15,13 +13,14 @@ from starlette.responses import Response
 
 from chatsvc import metrics, queries
 from chatsvc.api.common import (
-    authenticate,
     convert,
     decode,
     identified,
+    integer_or_text,
     json_response,
     read_body,
     rejected,
+    token_checked_first,
     token_hash,
 )
 from chatsvc.db import BoundedPool
@@ -87,7 +86,7 @@ async def create_message(request: Request) -> Response:
     settings = resources.settings
     idempotency_key = _idempotency_key(request)
     digest = token_hash(request)
-    async with _token_checked_first(request):
+    async with token_checked_first(request):
         message = decode(new_message_decoder, await read_body(request))
         match message.content:
             case Text(text=text) if len(text) > settings.max_text_chars:
@@ -118,7 +117,7 @@ async def list_messages(request: Request) -> Response:
     """Authenticate and read one page in one database round trip."""
     resources = resources_of(request)
     digest = token_hash(request)
-    async with _token_checked_first(request):
+    async with token_checked_first(request):
         query = convert(await _listing_parameters(request), ListingQuery)
     page = await queries.messages.list_messages(resources.pool, digest, resources.session_policy,
                                                 recipient=query.recipient, start=query.start,
@@ -128,20 +127,6 @@ async def list_messages(request: Request) -> Response:
     identified(request, digest, page.caller)
     # The database wrote the messages' JSON; it goes out without being parsed here.
     return json_response(MessagePage(msgspec.Raw(page.messages), page.next_start))
-
-
-@contextlib.asynccontextmanager
-async def _token_checked_first(request: Request) -> AsyncIterator[None]:
-    """On a bad request, a bad token is still answered first (401), as if it had been checked first.
-
-    The token is checked in the same statement as the work, so it is checked separately only
-    on this error path and the success path stays one round trip.
-    """
-    try:
-        yield
-    except ApiError:
-        await authenticate(request)
-        raise
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -176,15 +161,6 @@ async def _listing_parameters(request: Request) -> dict[str, Any]:
             raise invalid_request("expected a JSON object")
         parameters.update((k, v) for k, v in parsed.items() if k in _LISTING_PARAMETERS)
     # Query values are text: turn digits into integers, and let anything else fail validation.
-    parameters.update((k, _integer_or_text(v))
+    parameters.update((k, integer_or_text(v))
                       for k, v in request.query_params.items() if k in _LISTING_PARAMETERS)
     return parameters
-
-
-def _integer_or_text(value: str) -> int | str:
-    """Decimal digits as an integer, else the text (`isdigit` admits `²`, which int() refuses)."""
-    if value.isdecimal():
-        with contextlib.suppress(ValueError):  # more digits than int() converts: stays text
-            return int(value)
-    return value
-

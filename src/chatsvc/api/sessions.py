@@ -1,16 +1,34 @@
-"""Login and logout."""
+"""Login, logout, and the caller's sessions: listing them, revoking one or all."""
 
 from __future__ import annotations
+
+import re
+import uuid
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from chatsvc import metrics, queries
-from chatsvc.api.common import authenticate, decode, json_response, read_body, token_hash
+from chatsvc.api.common import (
+    authenticate,
+    decode,
+    forget_tokens,
+    identified,
+    json_response,
+    read_body,
+    token_checked_first,
+    token_hash,
+)
 from chatsvc.errors import ApiError, ErrorCode, unauthorized
 from chatsvc.openapi import Operation, Reply, documented
 from chatsvc.resources import resources_of
-from chatsvc.schemas import LoggedIn, LoginCredentials, login_decoder
+from chatsvc.schemas import (
+    LoggedIn,
+    LoginCredentials,
+    SessionInfo,
+    SessionList,
+    login_decoder,
+)
 from chatsvc.tokens import new_token
 
 
@@ -47,7 +65,7 @@ async def login(request: Request) -> Response:
                                                   new=verdict.new_hash)
     token, digest = new_token()
     await queries.sessions.create_session(resources.pool, digest, user_id=user_id,
-                                          policy=resources.session_policy)
+                                          policy=resources.session_policy, user_agent=user_agent(request))
     await queries.login_failures.login_succeeded(resources.pool, attempt)
     metrics.LOGINS.labels(result="success").inc()
     request.state.user_id = user_id
@@ -67,3 +85,83 @@ async def logout(request: Request) -> Response:
     await queries.sessions.revoke_session(resources.pool, digest)
     resources.known_tokens.forget(digest)
     return Response(status_code=204)
+
+
+@documented(Operation(
+    "List the caller's sessions",
+    {200: Reply("The caller's live sessions, newest first; `current` marks the presented one. "
+                "`id` is a public identifier: it cannot authenticate.", SessionList)},
+    authenticated=True, uses_database=True,
+))
+async def list_sessions(request: Request) -> Response:
+    """`{"sessions": [...]}`: every live session of the caller, newest first."""
+    resources = resources_of(request)
+    digest = token_hash(request)
+    rows = await queries.sessions.sessions_of_caller(resources.pool, digest, resources.session_policy)
+    identified(request, digest, rows[0]["caller"] if rows else None)
+    return json_response(SessionList([
+        SessionInfo(row["id"], row["created_at"], row["last_seen_at"], row["expires_at"],
+                    row["user_agent"], row["current"]) for row in rows]))
+
+
+@documented(Operation(
+    "Revoke one of the caller's sessions",
+    {204: Reply("Revoked; its streams end, on every replica."),
+     404: "No session of the caller has this id."},
+    authenticated=True, uses_database=True,
+))
+async def revoke_session(request: Request) -> Response:
+    """Revoke the caller's session `id` (the presented one included, if it is that one)."""
+    resources = resources_of(request)
+    digest = token_hash(request)
+    async with token_checked_first(request):
+        public_id = _public_session_id(request.path_params["id"])
+        if public_id is None:
+            raise ApiError(ErrorCode.NOT_FOUND, "id: no such session")
+    revoked = await queries.sessions.revoke_session_by_id(resources.pool, digest, resources.session_policy,
+                                                    public_id=public_id)
+    identified(request, digest, None if revoked is None else revoked.caller)
+    if not revoked.token_hashes:
+        raise ApiError(ErrorCode.NOT_FOUND, "id: no such session")
+    forget_tokens(request, revoked.token_hashes)
+    return Response(status_code=204)
+
+
+@documented(Operation(
+    "Log out everywhere",
+    {204: Reply("Every session of the caller is revoked, the presented one included; their "
+                "streams end, on every replica.")},
+    authenticated=True, uses_database=True,
+))
+async def logout_all(request: Request) -> Response:
+    """Revoke every session of the caller."""
+    resources = resources_of(request)
+    digest = token_hash(request)
+    revoked = await queries.sessions.revoke_all_sessions(resources.pool, digest, resources.session_policy)
+    identified(request, digest, None if revoked is None else revoked.caller)
+    forget_tokens(request, revoked.token_hashes)
+    return Response(status_code=204)
+
+
+def user_agent(request: Request) -> str | None:
+    """The request's User-Agent as stored with its session: printable, at most the configured length."""
+    raw = request.headers.get("user-agent")
+    if raw is None:
+        return None
+    cleaned = _UNPRINTABLE.sub("", raw).strip()[:resources_of(request).settings.session_user_agent_chars]
+    return cleaned or None
+
+
+def _public_session_id(raw: str) -> str | None:
+    """The canonical form of a session id, or None when `raw` cannot be one."""
+    if len(raw) > _UUID_TEXT_MAX:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The longest spelling uuid.UUID accepts: braces, "urn:uuid:" and hyphens around 32 digits.
+_UUID_TEXT_MAX = 45

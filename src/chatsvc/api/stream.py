@@ -59,9 +59,11 @@ class SlowReader(Exception):
 @documented(Operation(
     "Stream new messages (Server-Sent Events)",
     {200: Reply("`text/event-stream`: for each message the caller received or sent, `id: <id>`, "
-                "`event: message`, `data: <the message as in the listing>`; a `: keep-alive` comment "
-                "every `CHATSVC_STREAM_HEARTBEAT` seconds; `event: shutdown` before the stream ends on "
-                "a drain.", {"type": "string"}, media_type="text/event-stream"),
+                "`event: message`, `data: <the message as in the listing>`; when the caller or a peer "
+                "moves a read marker of a conversation with the caller, `event: read`, "
+                "`data: {\"reader\", \"peer\", \"last_read\"}` (no `id:`, not replayed); "
+                "a `: keep-alive` comment every `CHATSVC_STREAM_HEARTBEAT` seconds; `event: shutdown` "
+                "before the stream ends on a drain.", {"type": "string"}, media_type="text/event-stream"),
      400: "`since` or `Last-Event-ID` is not an integer from 0 to 2^63-1.",
      429: "Rate limited, or too many open streams: `CHATSVC_STREAM_MAX_PER_USER` for the caller, "
           "`CHATSVC_STREAM_MAX_PER_ADDRESS` for the client address (an IPv6 /64), "
@@ -182,6 +184,7 @@ class EventStream:
             wake.clear()
             try:
                 await self._catch_up()
+                await self._add_notices()
             except UNAVAILABLE_ERRORS as error:
                 # The listener's reconnection wakes every stream; this covers a failure of the pool only.
                 log.info("stream cannot read the database; retrying",
@@ -202,6 +205,15 @@ class EventStream:
             if rows:
                 self._ready.set()
             self._scanned = rows[-1]["id"] if len(rows) == limit else upto
+
+    async def _add_notices(self) -> None:
+        """Buffer the `read` events waiting, after the messages they may refer to."""
+        if self._subscription.overflowed:
+            raise SlowReader
+        for notice in self._subscription.take_notices():
+            await self._wait_for_room()
+            self._buffer.append(notice)
+            self._ready.set()
 
     async def _wait_for_room(self) -> int:
         while len(self._buffer) >= self._capacity:

@@ -80,7 +80,7 @@ def script(kind: str, n: int, uid: int, users: int) -> str:
     if kind == "get":
         return f"\\set me {uid}\n" + pgbench_sql(queries.messages.LIST_MESSAGES, token | _GET)
     if kind == "login":
-        new_session = {1: "sha256(random()::text::bytea)", 2: ":me", 3: ":lifetime"}
+        new_session = {1: "sha256(random()::text::bytea)", 2: ":me", 3: ":lifetime", 4: "NULL"}
         return (
             f"\\set me {uid}\n"
             + pgbench_sql(queries.users.USER_FOR_LOGIN, {1: f":uname{n}"})

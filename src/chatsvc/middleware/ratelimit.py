@@ -23,7 +23,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_MAX_ENTRIES = 100_000
 
-_AUTH_PATHS = frozenset({"/login", "/users"})
+# The routes that hash a password: (method, path).
+_AUTH_ROUTES = frozenset({("POST", "/login"), ("POST", "/users"), ("PUT", "/users/me/password")})
 # Float error must not deny a client that waited exactly the Retry-After it was given.
 _SLACK = 1e-9
 
@@ -225,7 +226,7 @@ def _table(rate: float, burst: int, clock: Clock, max_entries: int) -> BucketTab
 
 
 def _is_sign_up_or_login(scope: Scope) -> bool:
-    return scope["method"] == "POST" and scope["path"].rstrip("/") in _AUTH_PATHS
+    return (scope["method"], scope["path"].rstrip("/")) in _AUTH_ROUTES
 
 
 def _budget_headers(table: BucketTable, decision: Decision) -> list[tuple[bytes, bytes]]:

@@ -5,6 +5,6 @@ them); nothing is ever formatted into SQL. A function takes the pool (or a conne
 then few parameters, named where more than one could be confused.
 """
 
-from chatsvc.queries import login_failures, messages, sessions, stream, users
+from chatsvc.queries import conversations, login_failures, messages, sessions, stream, users
 
-__all__ = ["login_failures", "messages", "sessions", "stream", "users"]
+__all__ = ["conversations", "login_failures", "messages", "sessions", "stream", "users"]

@@ -7,26 +7,42 @@ from dataclasses import dataclass
 from chatsvc.config import SessionPolicy
 from chatsvc.db import BoundedPool
 from chatsvc.queries import sessions
+from chatsvc.queries.formats import timestamp_of
 
 # A message exactly as the API shows it, built beside the rows: the stored content goes out as it
 # was stored, and no message is decoded and re-encoded in Python. Timestamps are RFC 3339 in UTC
 # with microseconds; the 201 of a send and every later listing or event format the same instant
 # with the same expression, so they are the same string.
-TIMESTAMP = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+TIMESTAMP = timestamp_of("created_at")
 MESSAGE_JSON = (
     """'{"id":' || id || ',"timestamp":"' || """ + TIMESTAMP
     + """ || '","sender":' || sender_id || ',"recipient":' || recipient_id"""
     + """ || ',"content":' || content || '}'"""
 )
 
-# No row: the token is not valid. Otherwise the caller, and the new message
-# unless the sender check ($7) failed or the idempotency key ($6) was used.
-SEND_MESSAGE = sessions.CALLER + """, sent AS (
-    INSERT INTO messages (sender_id, recipient_id, content, idempotency_key)
-    SELECT user_id, $4, $5, $6 FROM caller
+# No row: the token is not valid. Otherwise the caller, and the new message unless the sender
+# check ($7) failed or the idempotency key ($6) was used. Sends within one pair of users take a
+# transaction lock on the pair first and their id only then, so that ids in one conversation
+# commit in id order; a message actually stored then moves its conversation's row (the insert
+# of a retry stores nothing and moves nothing). $4 recipient, $5 content.
+SEND_MESSAGE = sessions.CALLER + """, in_turn AS (
+    SELECT user_id, pg_advisory_xact_lock(hashint8(least(user_id, $4)), hashint8(greatest(user_id, $4)))
+    FROM caller
     WHERE $7::bigint IS NULL OR $7 = user_id
+), sent AS (
+    INSERT INTO messages (sender_id, recipient_id, content, idempotency_key)
+    SELECT user_id, $4, $5, $6 FROM in_turn
     ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, """ + TIMESTAMP + """ AS timestamp
+    RETURNING id, sender_id, recipient_id, """ + TIMESTAMP + """ AS timestamp
+), counted AS (
+    INSERT INTO conversations AS c (low_id, high_id, last_message_id, low_unread, high_unread)
+    SELECT least(sender_id, recipient_id), greatest(sender_id, recipient_id), id,
+           (sender_id > recipient_id)::int, (sender_id < recipient_id)::int
+    FROM sent
+    ON CONFLICT (low_id, high_id) DO UPDATE
+    SET last_message_id = greatest(c.last_message_id, excluded.last_message_id),
+        low_unread = c.low_unread + excluded.low_unread,
+        high_unread = c.high_unread + excluded.high_unread
 )
 SELECT caller.user_id AS caller, sent.id, sent.timestamp FROM caller LEFT JOIN sent ON true
 """

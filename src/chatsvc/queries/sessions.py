@@ -1,11 +1,16 @@
-"""Sessions: the token check every authenticated statement starts with, login sessions, logout."""
+"""Sessions: the token check every authenticated statement starts with, login sessions, listing and
+revoking them (logout, one by its public id, all of a user's), the revocation check of streams and
+the background deletion of expired ones."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import asyncpg
 
 from chatsvc.config import SessionPolicy
 from chatsvc.db import BoundedPool
+from chatsvc.queries.formats import timestamp_of
 
 # A session is valid while neither its absolute nor its idle expiry has passed.
 # The idle clock is written only when it is older than the touch interval, so
@@ -30,8 +35,8 @@ SELECT user_id FROM caller
 """
 
 CREATE_SESSION = """
-INSERT INTO sessions (token_hash, user_id, expires_at)
-VALUES ($1, $2, now() + make_interval(secs => $3))
+INSERT INTO sessions (token_hash, user_id, expires_at, user_agent)
+VALUES ($1, $2, now() + make_interval(secs => $3), $4)
 """
 
 REVOKE_SESSION = "DELETE FROM sessions WHERE token_hash = $1"
@@ -68,6 +73,50 @@ WITH lock AS (
 SELECT CASE WHEN (SELECT held FROM lock) THEN (SELECT count(*) FROM deleted) END
 """
 
+# The caller without refreshing the idle clock: for statements that delete sessions, which must
+# not also update one of those rows in the same statement. $1 token hash, $2 idle timeout.
+CALLER_UNTOUCHED = """
+WITH caller AS (
+    SELECT user_id FROM sessions
+    WHERE token_hash = $1
+      AND expires_at > now()
+      AND last_seen_at > now() - make_interval(secs => $2)
+)"""
+
+# The caller's live sessions, newest first; none at all when the token is not valid (the
+# caller's own session is live, so a valid token lists at least one).
+SESSIONS = CALLER + """
+SELECT caller.user_id AS caller, s.public_id::text AS id,
+       """ + timestamp_of("s.created_at") + """ AS created_at,
+       """ + timestamp_of("s.last_seen_at") + """ AS last_seen_at,
+       """ + timestamp_of("s.expires_at") + """ AS expires_at,
+       s.user_agent, s.token_hash = $1 AS current
+FROM caller JOIN sessions AS s ON s.user_id = caller.user_id
+WHERE s.expires_at > now() AND s.last_seen_at > now() - make_interval(secs => $2)
+ORDER BY s.created_at DESC, s.public_id
+"""
+
+# Revokes the caller's session with public id $3; the token hashes revoked (none: not theirs).
+REVOKE_SESSION_BY_ID = CALLER_UNTOUCHED + """, revoked AS (
+    DELETE FROM sessions USING caller
+    WHERE sessions.user_id = caller.user_id AND sessions.public_id = $3
+    RETURNING sessions.token_hash
+)
+SELECT caller.user_id AS caller, coalesce((SELECT array_agg(token_hash) FROM revoked), '{}') AS revoked
+FROM caller
+"""
+
+# Revokes every session of the caller, the presented one included.
+REVOKE_ALL_SESSIONS = CALLER_UNTOUCHED + """, revoked AS (
+    DELETE FROM sessions USING caller
+    WHERE sessions.user_id = caller.user_id
+    RETURNING sessions.token_hash
+)
+SELECT caller.user_id AS caller, coalesce((SELECT array_agg(token_hash) FROM revoked), '{}') AS revoked
+FROM caller
+"""
+
+
 
 async def user_for_token(db: BoundedPool, token_hash: bytes, policy: SessionPolicy) -> int | None:
     """The id of the user holding a valid session, refreshing its idle clock now and then."""
@@ -75,8 +124,9 @@ async def user_for_token(db: BoundedPool, token_hash: bytes, policy: SessionPoli
     return user_id
 
 
-async def create_session(db: BoundedPool, token_hash: bytes, *, user_id: int, policy: SessionPolicy) -> None:
-    await db.execute(CREATE_SESSION, token_hash, user_id, policy.lifetime)
+async def create_session(db: BoundedPool, token_hash: bytes, *, user_id: int, policy: SessionPolicy,
+                         user_agent: str | None) -> None:
+    await db.execute(CREATE_SESSION, token_hash, user_id, policy.lifetime, user_agent)
 
 
 async def revoke_session(db: BoundedPool, token_hash: bytes) -> None:
@@ -100,6 +150,29 @@ async def still_valid(connection: asyncpg.Connection, token_hashes: list[bytes],
     """Which of `token_hashes` a valid session still holds; on the listener's own connection."""
     rows = await connection.fetch(STILL_VALID, token_hashes, idle_timeout, timeout=timeout)
     return {bytes(row["token_hash"]) for row in rows}
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    caller: int
+    token_hashes: list[bytes]
+
+
+async def sessions_of_caller(db: BoundedPool, token_hash: bytes,
+                             policy: SessionPolicy) -> list[asyncpg.Record]:
+    """The caller's live sessions, newest first; [] for a token that is not valid."""
+    return await db.fetch(SESSIONS, *caller_parameters(token_hash, policy))
+
+
+async def revoke_session_by_id(db: BoundedPool, token_hash: bytes, policy: SessionPolicy, *,
+                               public_id: str) -> Revoked | None:
+    """Revoke the caller's session `public_id`; None for a token that is not valid."""
+    row = await db.fetchrow(REVOKE_SESSION_BY_ID, token_hash, policy.idle_timeout, public_id)
+    return None if row is None else Revoked(row["caller"], list(row["revoked"]))
+
+
+async def revoke_all_sessions(db: BoundedPool, token_hash: bytes, policy: SessionPolicy) -> Revoked | None:
+    """Revoke every session of the caller; None for a token that is not valid."""
+    row = await db.fetchrow(REVOKE_ALL_SESSIONS, token_hash, policy.idle_timeout)
+    return None if row is None else Revoked(row["caller"], list(row["revoked"]))
 
 
 def caller_parameters(token_hash: bytes, policy: SessionPolicy) -> tuple[bytes, float, float]:

@@ -56,7 +56,7 @@ def test_generated_sections_cover_every_route_setting_and_target():
     readme = README.read_text()
     routes = section(readme, "ROUTES")
     for route in [*app.ROUTES, *admin.ROUTES]:
-        assert f" {route.path}` |" in routes, f"{route.path} is missing from the route table"
+        assert f" {route.path_format}` |" in routes, f"{route.path_format} is missing from the route table"
     config = section(readme, "CONFIG")
     for name, _, _ in describe():
         assert f"| `{name}` |" in config, f"{name} is missing from the configuration table"

@@ -23,7 +23,7 @@ import chatsvc
 from chatsvc.config import Settings
 from chatsvc.errors import codes_for
 from chatsvc.resources import resources_of
-from chatsvc.schemas import Content, ErrorBody, StoredMessage
+from chatsvc.schemas import Content, Conversation, ErrorBody, StoredMessage
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +35,7 @@ _ENDPOINT_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 # Components whatever the routes: the error envelope, and the content union and the stored message
 # the listing refers to (its `messages` is raw JSON to msgspec, described by a `$ref`).
-ALWAYS_DOCUMENTED: tuple[Any, ...] = (ErrorBody, Content, StoredMessage)
+ALWAYS_DOCUMENTED: tuple[Any, ...] = (ErrorBody, Content, StoredMessage, Conversation)
 
 
 

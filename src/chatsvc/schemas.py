@@ -255,8 +255,9 @@ class Conversation(Struct):
 
 
 class ConversationList(Struct):
-    # Described as a list; sent as the JSON array the database built (msgspec.Raw).
-    conversations: list[Conversation]
+    # The JSON array of Conversation the database built, sent without being parsed here.
+    conversations: Annotated[msgspec.Raw, Meta(extra_json_schema={
+        "type": "array", "items": {"$ref": "#/components/schemas/Conversation"}})]
     next_before: int | None
 
 
@@ -271,8 +272,9 @@ class ConversationQuery(Struct):
 
 
 class ConversationPage(Struct):
-    # Described as a list of messages; sent as the JSON array the database built (msgspec.Raw).
-    messages: list[StoredMessage]
+    # The JSON array of StoredMessage the database built, sent without being parsed here.
+    messages: Annotated[msgspec.Raw, Meta(extra_json_schema={
+        "type": "array", "items": {"$ref": "#/components/schemas/StoredMessage"}})]
     older: int | None
     newer: int | None
 

@@ -12,6 +12,7 @@ from chatsvc.api.common import (
     json_response,
     query_parameters,
     read_body,
+    rejected,
     token_checked_first,
     token_hash,
 )
@@ -48,10 +49,12 @@ async def list_conversations(request: Request) -> Response:
     digest = token_hash(request)
     async with token_checked_first(request):
         query = query_parameters(request, ConversationsQuery)
-    upto = MAX_ID if query.before is None else query.before - 1
+    upto = _upper_bound(query.before)
     listed = await queries.list_conversations(resources.pool, digest, resources.session_policy,
                                               upto=upto, limit=query.limit)
-    identified(request, digest, None if listed is None else listed.caller)
+    if listed is None:
+        raise rejected(request, digest)
+    identified(request, digest, listed.caller)
     return json_response(ConversationList(msgspec.Raw(listed.conversations), listed.next_before))
 
 
@@ -74,12 +77,14 @@ async def conversation_messages(request: Request) -> Response:
         query = query_parameters(request, ConversationQuery)
         if query.before is not None and query.after is not None:
             raise invalid_request("before, after: give one of them, not both")
-    scrolling_back = query.after is None
     # The statements take an inclusive upper bound scrolling back, an exclusive lower one catching up.
-    bound = (MAX_ID if query.before is None else query.before - 1) if scrolling_back else query.after
+    scrolling_back = query.after is None
+    bound = _upper_bound(query.before) if query.after is None else query.after
     page = await queries.conversation_page(resources.pool, digest, resources.session_policy, peer=peer,
                                            bound=bound, limit=query.limit, older=scrolling_back)
-    identified(request, digest, None if page is None else page.caller)
+    if page is None:
+        raise rejected(request, digest)
+    identified(request, digest, page.caller)
     if not page.peer_exists:
         raise ApiError(ErrorCode.NOT_FOUND, _PEER_UNKNOWN)
     more = page.fetched > query.limit
@@ -111,14 +116,20 @@ async def mark_read(request: Request) -> Response:
         marker = decode(read_marker_decoder, await read_body(request))
     marked = await queries.mark_read(resources.pool, digest, resources.session_policy, peer=peer,
                                      message_id=marker.last_read)
-    identified(request, digest, None if marked is None else marked.caller)
-    if marked.last_read is None:
+    if marked is None:
+        raise rejected(request, digest)
+    identified(request, digest, marked.caller)
+    if marked.last_read is None or marked.unread is None:
         raise ApiError(ErrorCode.NOT_FOUND, "last_read: no such message in this conversation")
     return json_response(ReadState(marked.last_read, marked.unread))
 
 
+def _upper_bound(before: int | None) -> int:
+    return MAX_ID if before is None else before - 1
+
+
 def _peer(request: Request) -> int:
-    peer = request.path_params["peer"]
+    peer: int = request.path_params["peer"]
     if not 1 <= peer <= MAX_ID:
         raise invalid_request(f"peer: expected a user id from 1 to {MAX_ID}")
     return peer

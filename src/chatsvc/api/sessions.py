@@ -16,6 +16,7 @@ from chatsvc.api.common import (
     identified,
     json_response,
     read_body,
+    rejected,
     token_checked_first,
     token_hash,
 )
@@ -98,7 +99,9 @@ async def list_sessions(request: Request) -> Response:
     resources = resources_of(request)
     digest = token_hash(request)
     rows = await queries.sessions.sessions_of_caller(resources.pool, digest, resources.session_policy)
-    identified(request, digest, rows[0]["caller"] if rows else None)
+    if not rows:
+        raise rejected(request, digest)
+    identified(request, digest, rows[0]["caller"])
     return json_response(SessionList([
         SessionInfo(row["id"], row["created_at"], row["last_seen_at"], row["expires_at"],
                     row["user_agent"], row["current"]) for row in rows]))
@@ -119,8 +122,10 @@ async def revoke_session(request: Request) -> Response:
         if public_id is None:
             raise ApiError(ErrorCode.NOT_FOUND, "id: no such session")
     revoked = await queries.sessions.revoke_session_by_id(resources.pool, digest, resources.session_policy,
-                                                    public_id=public_id)
-    identified(request, digest, None if revoked is None else revoked.caller)
+                                                          public_id=public_id)
+    if revoked is None:
+        raise rejected(request, digest)
+    identified(request, digest, revoked.caller)
     if not revoked.token_hashes:
         raise ApiError(ErrorCode.NOT_FOUND, "id: no such session")
     forget_tokens(request, revoked.token_hashes)
@@ -138,7 +143,9 @@ async def logout_all(request: Request) -> Response:
     resources = resources_of(request)
     digest = token_hash(request)
     revoked = await queries.sessions.revoke_all_sessions(resources.pool, digest, resources.session_policy)
-    identified(request, digest, None if revoked is None else revoked.caller)
+    if revoked is None:
+        raise rejected(request, digest)
+    identified(request, digest, revoked.caller)
     forget_tokens(request, revoked.token_hashes)
     return Response(status_code=204)
 

@@ -13,6 +13,7 @@ from chatsvc.api.common import (
     identified,
     json_response,
     read_body,
+    rejected,
     token_checked_first,
     token_hash,
 )
@@ -85,7 +86,9 @@ async def find_users(request: Request) -> Response:
         rows = await queries.users.user_by_name(pool, digest, policy, name=name)
     else:
         rows = await queries.users.users_by_id(pool, digest, policy, ids=ids)
-    identified(request, digest, rows[0]["caller"] if rows else None)
+    if not rows:
+        raise rejected(request, digest)
+    identified(request, digest, rows[0]["caller"])
     return json_response(UserList([UserSummary(row["id"], row["username"])
                                    for row in rows if row["id"] is not None]))
 
@@ -100,7 +103,9 @@ async def me(request: Request) -> Response:
     resources = resources_of(request)
     digest = token_hash(request)
     row = await queries.users.me(resources.pool, digest, resources.session_policy)
-    caller = identified(request, digest, None if row is None else row["caller"])
+    if row is None:
+        raise rejected(request, digest)
+    caller = identified(request, digest, row["caller"])
     return json_response(Me(caller, row["username"], row["created_at"]))
 
 
@@ -121,7 +126,9 @@ async def change_password(request: Request) -> Response:
         change = decode(password_change_decoder, await read_body(request))
     # Two round trips: the stored hash must be read before the password can be checked against it.
     row = await queries.users.password_hash(resources.pool, digest, resources.session_policy)
-    caller = identified(request, digest, None if row is None else row["caller"])
+    if row is None:
+        raise rejected(request, digest)
+    caller = identified(request, digest, row["caller"])
     verdict = await resources.passwords.verify(row["password_hash"], change.current_password)
     if not verdict.ok:
         raise ApiError(ErrorCode.FORBIDDEN, "current_password: wrong password")

@@ -125,4 +125,5 @@ async def change_password(db: BoundedPool, user_id: int, *, old_hash: str, new_h
                           keep: bytes) -> tuple[bool, list[bytes]]:
     """(changed, the token hashes of the sessions revoked)."""
     row = await db.fetchrow(CHANGE_PASSWORD, user_id, old_hash, new_hash, keep)
+    assert row is not None  # the statement always answers one row
     return row["changed"], list(row["revoked"])

@@ -16,8 +16,8 @@ import pytest
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, expect
 
-from chatsvc.testing import DatabaseFactory, ServerProcess
-from tests.browser import Person, api_user, chromium
+from chatsvc.testing import QUIET_LOGS, DatabaseFactory, ServerProcess, serving
+from tests.live.browser import People, Person, api_user, chromium
 
 # Login and sign-up are limited per address; each person has an address of their own
 # (X-Forwarded-For, trusted from the loopback), so only the test that wants the limit meets it.
@@ -27,7 +27,7 @@ SETTINGS = {
     "CHATSVC_AUTH_RATE": "1",
     "CHATSVC_AUTH_BURST": str(AUTH_BURST),
     "CHATSVC_DRAIN_DELAY": "0",
-    "CHATSVC_LOG_LEVEL": "warning",
+    **QUIET_LOGS,
 }
 SERIOUS = {"serious", "critical"}
 
@@ -35,11 +35,9 @@ SERIOUS = {"serious", "critical"}
 @pytest.fixture(scope="module")
 async def server(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[ServerProcess]:
-    url = await databases.create(migrated=True)
-    process = ServerProcess(url, tmp_path_factory.mktemp("browser-auth") / "server.log", **SETTINGS)
-    await asyncio.to_thread(process.start)
-    yield process
-    process.stop()
+    log = tmp_path_factory.mktemp("browser-auth") / "server.log"
+    async with serving(databases, log, **SETTINGS) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +48,10 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def person(browser: Browser, server: ServerProcess) -> AsyncIterator[Person]:
-    someone = await Person.arrive(browser, server)
-    yield someone
-    assert await someone.csp_violations() == []
-    assert someone.errors == []
-    await someone.leave()
+    """Someone who has just opened the client; their page is checked when the test ends."""
+    people = People(browser, server)
+    yield await people.arrive()
+    await people.check_and_leave()
 
 
 def new_name(prefix: str = "user") -> str:

@@ -155,6 +155,35 @@ class Person:
         return path
 
 
+class People:
+    """The people of one test: each arrives in a browser context of their own; at the end, each
+    page is checked for Content-Security-Policy violations and uncaught errors, then closed."""
+
+    def __init__(self, browser: Browser, server: ServerProcess) -> None:
+        self.browser = browser
+        self.server = server
+        self.present: list[Person] = []
+
+    async def arrive(self, **options: Any) -> Person:
+        """Someone who has just opened the client, signed out."""
+        person = await Person.arrive(self.browser, self.server, **options)
+        self.present.append(person)
+        return person
+
+    async def __call__(self, user: User | None = None, **options: Any) -> tuple[Person, User]:
+        """Someone logged in as `user` (a new one made through the API when not given)."""
+        user = user or await api_user(self.server)
+        person = await self.arrive(**options)
+        await person.log_in(user.username, user.password)
+        return person, user
+
+    async def check_and_leave(self) -> None:
+        for person in self.present:
+            assert await person.csp_violations() == [], person.page.url
+            assert person.errors == [], person.page.url
+            await person.leave()
+
+
 async def api_user(server: ServerProcess, username: str | None = None) -> User:
     """A user made through the API, from an address of its own (so no rate-limit bucket fills)."""
     async with httpx.AsyncClient(base_url=server.url, timeout=10,

@@ -193,7 +193,7 @@ class Settings:
         "Serve the browser client at `/`; false: a short page linking the API description instead.")
     cors_origins: tuple[str, ...] = _setting("CHATSVC_CORS_ORIGINS", "*", _origins,
                                              "Allowed CORS origins, comma-separated.")
-    trusted_proxies: tuple[Any, ...] = _setting(
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
         "CHATSVC_TRUSTED_PROXIES", "", _networks,
         "Addresses/CIDRs whose `X-Forwarded-For` is believed.")
     rate: float = _setting("CHATSVC_RATE", "500", _number(0, 1e9),

@@ -69,8 +69,8 @@ class Operation:
     summary: str
     responses: Mapping[int, Reply | str]
     description: str = ""
-    body: Any = None  # the request struct, read as JSON
-    query: Any = None  # a struct whose fields are the query parameters
+    body: type[msgspec.Struct] | None = None  # the request struct, read as JSON
+    query: type[msgspec.Struct] | None = None  # a struct whose fields are the query parameters
     headers: Sequence[Header] = field(default_factory=tuple)
     authenticated: bool = False
     reads_body: bool = False  # so 408 and 413 apply
@@ -235,7 +235,7 @@ def _path_parameters(route: Route) -> Iterator[dict[str, Any]]:
         yield {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
 
 
-def _query_parameters(query: Any) -> Iterator[dict[str, Any]]:
+def _query_parameters(query: type[msgspec.Struct] | None) -> Iterator[dict[str, Any]]:
     if query is None:
         return
     _, components = msgspec.json.schema_components([query], ref_template=SCHEMA_REF)

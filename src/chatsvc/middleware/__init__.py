@@ -1,4 +1,5 @@
 """Pure ASGI middleware, one module each, listed in the order the public app runs them (app.py).
+Most derive from base.HttpMiddleware: they act on HTTP requests and let other scopes through.
 
 - unread_body: a body an early answer left unread is drained while the answer goes out
 - request_id: `X-Request-ID` on every response

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from chatsvc.errors import ApiError, ErrorCode, error_response
+from chatsvc.middleware.base import HttpMiddleware
 
 log = logging.getLogger("chatsvc.errors")
 
 
-class InternalErrors:
+class InternalErrors(HttpMiddleware):
     """An unexpected exception becomes a logged 500 in the envelope, inside the request-id layer."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         response_started = False
 
         async def send_tracked(message: Message) -> None:

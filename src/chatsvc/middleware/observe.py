@@ -8,21 +8,19 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsvc import metrics
+from chatsvc.middleware.base import HttpMiddleware
 
 access_log = logging.getLogger("chatsvc.access")
 
 
-class Observe:
+class Observe(HttpMiddleware):
     """Count, time and log every request by its route template, never by its raw path."""
 
     def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
-        self.app = app
+        super().__init__(app)
         self.log_requests = log_requests
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500  # what the client sees if the app raises before answering
         metrics.IN_FLIGHT.inc()

@@ -5,21 +5,17 @@ from __future__ import annotations
 import re
 import secrets
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from chatsvc.middleware.base import HttpMiddleware
 
 _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 
 
-class RequestId:
+class RequestId(HttpMiddleware):
     """Echo a sane `X-Request-ID`, or make one, and put it on every response."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = next((value for name, value in scope["headers"]
                            if name == b"x-request-id"), None)
         if request_id is None or not _SANE_REQUEST_ID.fullmatch(request_id):

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatsvc.middleware.base import HttpMiddleware
+
 NO_STORE_PATHS = frozenset({"/login"})
 FRAME_ANCESTORS = b"frame-ancestors 'none'"
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     def __init__(self, app: ASGIApp, *, cors_answers_options: bool = False) -> None:
-        self.app = app
+        super().__init__(app)
         self.cors_answers_options = cors_answers_options
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         private = ((scope["path"].rstrip("/") or "/") in NO_STORE_PATHS
                    or any(name == b"authorization" for name, _ in scope["headers"]))
 

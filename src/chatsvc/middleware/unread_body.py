@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from chatsvc.middleware.base import HttpMiddleware
 
 
-class DrainUnreadBody:
+class DrainUnreadBody(HttpMiddleware):
     """Read and drop an unread request body while the final response is sent.
 
     An early answer (401, 413, 429) leaves body chunks queued for the app; hypercorn 0.18 then
@@ -15,13 +17,7 @@ class DrainUnreadBody:
     closed. Draining while the last message goes out lets it close as `Connection: close` says.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         body_read = False
 
         async def tracking_receive() -> Message:

@@ -32,19 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flood", type=int, default=40, help="concurrent logins per round (40)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per kind of flood (5)")
     parser.add_argument("--unbounded", action="store_true", help="throttle and queue bound off")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="more environment for the server, e.g. PYTHONPATH=<an older checkout>/src "
+                             "to measure that release")
     args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.env)
     with postgres_server(DATA / "login-flood") as server_dsn:
-        asyncio.run(_measure(server_dsn, args.flood, args.rounds, args.unbounded))
+        asyncio.run(_measure(server_dsn, args.flood, args.rounds, args.unbounded, extra))
     return 0
 
 
-async def _measure(server_dsn: str, flood: int, rounds: int, unbounded: bool) -> None:
+async def _measure(server_dsn: str, flood: int, rounds: int, unbounded: bool,
+                   extra: dict[str, str]) -> None:
     databases = DatabaseFactory(server_dsn, prefix="chatsvc_login_flood")
     url = await databases.create(migrated=True)
     # The per-address limits stay out of it: every flood login comes from an address of its own.
     settings = {"CHATSVC_TRUSTED_PROXIES": "127.0.0.1", "CHATSVC_RATE": "0", "CHATSVC_AUTH_RATE": "0",
                 "CHATSVC_ACCESS_LOG": "false",
-                **(UNBOUNDED if unbounded else {})}
+                **(UNBOUNDED if unbounded else {}), **extra}
     log = Path(tempfile.mkdtemp(prefix="chatsvc-login-flood-")) / "serve.log"
     try:
         # mypy cannot tell that no CHATSVC_* name is one of the typed keywords (port, argv, …).
@@ -70,7 +75,8 @@ async def _measure(server_dsn: str, flood: int, rounds: int, unbounded: bool) ->
                         statuses.append(answer.status_code)
                         await asyncio.sleep(1)  # let the hash threads drain between rounds
                     counts = {status: statuses.count(status) for status in sorted(set(statuses))}
-                    print(f"{'unbounded' if unbounded else 'bounded'}; {flood} logins, {kind}: real login "
+                    label = "unbounded" if unbounded else "bounded"
+                    print(f"{label}{' ' + str(extra) if extra else ''}; {flood} logins, {kind}: real login "
                           f"median {statistics.median(seconds):.3f} s, max {max(seconds):.3f} s "
                           f"over {rounds} rounds; statuses {counts}", flush=True)
     finally:

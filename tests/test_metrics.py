@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from chatsvc.config import Settings
 from chatsvc.db import create_pool
-from chatsvc.passwords import Passwords
+from chatsvc.passwords import HashQueueFull, Passwords
 from chatsvc.readiness import Readiness
 from chatsvc.testing import User
 
@@ -64,6 +64,19 @@ async def test_the_hash_queue_depth_counts_waiting_and_running_hashes(settings: 
         assert sample("chatsvc_password_hash_queue_depth") == before + 3
         await asyncio.gather(*hashes)
         assert sample("chatsvc_password_hash_queue_depth") == before
+    finally:
+        passwords.close()
+
+
+async def test_hashes_refused_for_a_full_queue_are_counted(settings: Settings):
+    passwords = Passwords(settings.replace(hash_threads=1, hash_queue=1))
+    try:
+        refused_before = sample("chatsvc_password_hash_rejected_total")
+        outcomes = await asyncio.gather(*(passwords.hash(f"password-{n}") for n in range(5)),
+                                        return_exceptions=True)
+        refused = [outcome for outcome in outcomes if isinstance(outcome, HashQueueFull)]
+        assert len(refused) == 3, outcomes  # one hashing, one waiting, three turned away
+        assert sample("chatsvc_password_hash_rejected_total") == refused_before + 3
     finally:
         passwords.close()
 

@@ -50,7 +50,8 @@ READY = Gauge("chatsvc_ready", "1 while /check answers 200 (database reachable, 
               multiprocess_mode="livemin")
 DATABASE_UP = Gauge("chatsvc_db_up", "1 while the last database probe (every CHATSVC_HEALTH_INTERVAL) "
                     "succeeded, else 0.", multiprocess_mode="livemin")
-RATE_LIMITED = Counter("chatsvc_rate_limited_total", "Requests refused with 429, by limiter.",
+RATE_LIMITED = Counter("chatsvc_rate_limited_total",
+                       "Requests refused with 429, by limiter: general, auth (per address), account.",
                        ["limiter"])
 LOGINS = Counter("chatsvc_logins_total", "Login attempts by result.", ["result"])
 MESSAGES_CREATED = Counter(

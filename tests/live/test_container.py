@@ -11,10 +11,13 @@ that database first, as the migration Job does.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import secrets
 import subprocess
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +27,14 @@ import httpx
 import pytest
 import yaml
 
-from chatsvc.testing import DatabaseFactory, free_port, require_program, sign_up_and_log_in
+from chatsvc.testing import DatabaseFactory, free_port, in_ci, require_program, sign_up_and_log_in
 from tests import PROJECT_ROOT
 from tests.live.relay import UnixSocketRelay, over_tcp, unix_socket_of
 
 CONTAINERS_CONF = PROJECT_ROOT / "deploy" / "podman" / "containers.conf"
 BASE_IMAGE = "localhost/chatsvc-base:bookworm"
-IMAGE = "localhost/chatsvc:test"
+# One tag per checkout: suites of other checkouts on the machine build and remove their own.
+IMAGE = f"localhost/chatsvc:test-{hashlib.sha256(bytes(PROJECT_ROOT)).hexdigest()[:12]}"
 UID = 10001
 # The image is the base (about 170 MB) plus chatsvc's virtual environment (about 40 MB).
 SIZE_BOUND_MB = 250
@@ -38,6 +42,8 @@ SIZE_BOUND_MB = 250
 FORBIDDEN_PROGRAMS = ("cc", "gcc", "c++", "g++", "clang", "make", "pip", "pip3", "pip3.11")
 STARTUP_BOUND = 60  # the Deployment's startupProbe: 60 failures, 1 s apart
 DEPLOYMENT = PROJECT_ROOT / "deploy" / "k8s" / "deployment.yaml"
+MIGRATION_JOB = PROJECT_ROOT / "deploy" / "k8s" / "migration-job.yaml"
+PROJECT_VERSION = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -81,7 +87,10 @@ def image() -> str:
     for program, package in (("podman", "podman"), ("runc", "runc"), ("debootstrap", "debootstrap")):
         require_program(program, package)
     if os.geteuid() != 0:
-        pytest.skip("podman runs containers as root on these machines, and debootstrap needs root")
+        reason = "podman runs containers as root on these machines, and debootstrap needs root"
+        if in_ci():
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
     env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
     built = subprocess.run([str(PROJECT_ROOT / "bin" / "build-image"), "--base", BASE_IMAGE, "--tag", IMAGE],
                            capture_output=True, text=True, timeout=1200, env=env, check=False)
@@ -200,6 +209,19 @@ def test_the_image_is_small_and_carries_nothing_of_the_build_host(image: str,
     for trace in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT", "file://"):
         assert trace not in config, f"{trace} in the image's configuration"
         assert trace not in history, f"{trace} in the image's history"
+
+
+def test_the_built_image_is_what_the_deployment_and_the_job_expect(image: str):
+    config = json.loads(podman("image", "inspect", "--format", "{{json .Config}}", image).stdout)
+    pod, container = deployment()
+    assert config["User"] == f"{UID}:{UID}"
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == UID
+    assert set(config["ExposedPorts"]) == {f"{port['containerPort']}/tcp" for port in container["ports"]}
+    assert config["StopSignal"] == "SIGTERM"  # what kubelet sends; the drain starts on it
+    assert config["Entrypoint"] == ["chatsvc"] and config["Cmd"] == container["args"] == ["serve"]
+    job = yaml.safe_load(MIGRATION_JOB.read_text())["spec"]["template"]["spec"]
+    assert job["containers"][0]["args"] == ["migrate"]
+    assert config["Labels"]["org.opencontainers.image.version"] == PROJECT_VERSION
 
 
 def test_migrate_runs_as_a_one_shot_container_against_the_database_outside(

@@ -76,12 +76,16 @@ class Load:
 
     answers: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # route, method, status
     slowest: dict[str, float] = field(default_factory=dict)  # route: seconds
+    refused: Counter[str] = field(default_factory=Counter)  # 429s by limiter, as their messages say
 
     async def send(self, client: httpx.AsyncClient, route: str, method: str, path: str,
                    **options: Any) -> httpx.Response:
         started = time.perf_counter()
         response = await client.request(method, path, **options)
         self.note(route, method, response.status_code, time.perf_counter() - started)
+        if response.status_code == 429:
+            # The per-address login limiter, or the failed-login throttle of one account.
+            self.refused["account" if "account" in response.json()["error"]["message"] else "auth"] += 1
         return response
 
     def note(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -276,6 +280,7 @@ async def load(server: ServerProcess, prometheus: Prometheus) -> Sent:
     started = time.time()
     await send_load(server, users, measured)
     total.answers.update(measured.answers)
+    total.refused.update(measured.refused)
     await asyncio.to_thread(seen_by, prometheus, total)
     await asyncio.sleep(1.5)  # and a scrape after it, so that the window ends flat too
     end = time.time()
@@ -347,10 +352,13 @@ async def test_pool_use_matches_postgresql_and_the_configured_bound(prometheus: 
 
 def test_rate_limit_login_and_message_counts_match_the_load(prometheus: Prometheus, load: Sent):
     total = load.total
+    assert sum(total.refused.values()) == total.count("/login", "429")
     assert prometheus.values("sum by (limiter) (chatsvc_rate_limited_total)", "limiter") == {
-        "auth": float(total.count("/login", "429"))}
+        limiter: float(n) for limiter, n in total.refused.items()}
+    logins = {"success": USERS, "failure": total.count("/login", "401"),
+              "throttled": total.refused["account"]}
     assert prometheus.values("sum by (result) (chatsvc_logins_total)", "result") == {
-        "success": float(USERS), "failure": float(total.count("/login", "401"))}
+        result: float(n) for result, n in logins.items() if n}
     assert prometheus.values("sum by (content_type) (chatsvc_messages_created_total)", "content_type") == {
         "text": float(total.count("/messages", "201"))}
     assert prometheus.values("sum by (reason) (chatsvc_streams_ended_total)", "reason") == {

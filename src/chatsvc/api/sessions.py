@@ -53,6 +53,7 @@ async def login(request: Request) -> Response:
                                                settings.login_failure_window)
     if attempt.throttled(settings.login_failures):
         metrics.LOGINS.labels(result="throttled").inc()
+        metrics.RATE_LIMITED.labels(limiter="account").inc()  # every 429 counts toward the surge alert
         raise ApiError(ErrorCode.RATE_LIMITED, "too many failed logins for this account; retry later",
                        {"Retry-After": str(attempt.retry_after)})
     stored_hash = attempt.password_hash

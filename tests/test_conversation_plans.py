@@ -56,12 +56,7 @@ async def skewed(databases: DatabaseFactory) -> AsyncIterator[asyncpg.Pool]:
         INSERT INTO messages (sender_id, recipient_id, content)
         SELECT 1500 + g % 997, 1500 + (g * 7) % 1499, '{"type":"text","text":"noise"}'
         FROM generate_series(1, 20000) g""")
-    await pool.execute("""
-        INSERT INTO conversations (low_id, high_id, last_message_id, low_unread, high_unread)
-        SELECT least(sender_id, recipient_id), greatest(sender_id, recipient_id), max(id),
-               count(*) FILTER (WHERE sender_id > recipient_id),
-               count(*) FILTER (WHERE sender_id < recipient_id)
-        FROM messages GROUP BY 1, 2""")
+    await pool.execute(sql.BUILD_FROM_MESSAGES)
     await pool.execute("VACUUM ANALYZE")
     yield pool
     await pool.close()

@@ -17,6 +17,7 @@ import argon2
 import asyncpg
 
 from chatsvc import devdb
+from chatsvc.bench.conversations import Conversations, Shape, add_conversations, lua_lines
 from chatsvc.bench.options import DATA, PRODUCTION, log
 from chatsvc.testing import DatabaseFactory
 
@@ -52,6 +53,7 @@ class Dataset:
     seconds: float  # how long the prefill took
     counts: dict[str, int] = field(default_factory=dict)  # messages per content type
     size: str = ""
+    conversations: Conversations | None = None  # the hubs and long conversations, when added
 
 
 @contextlib.contextmanager
@@ -78,10 +80,12 @@ async def server_version(dsn: str) -> str:
 
 
 async def prefill(
-    databases: DatabaseFactory, name: str, users: int, messages: int, recipients: int, readers: int
+    databases: DatabaseFactory, name: str, users: int, messages: int, recipients: int, readers: int,
+    shape: Shape | None = None,
 ) -> Dataset:
     """A fresh database of `databases` (the caller drops it): migrated, `users` users, `messages`
-    messages, a session per user. `name` names it in the log and names its wrk data file."""
+    messages, a session per user, then the conversations of `shape` and a conversation row for
+    every pair that exchanged messages. `name` names it in the log and its wrk data file."""
     started = time.monotonic()
     dsn = await databases.create(migrated=True)
     password = "bench-" + secrets.token_urlsafe(12)
@@ -117,6 +121,10 @@ async def prefill(
         await connection.execute(INSERT_MESSAGES, messages, users, recipients, timeout=None)
         for index in indexes:
             await connection.execute(index["definition"], timeout=None)
+        conversations = None
+        if shape is not None:
+            log(f"adding conversations to {name}: {shape}")
+            conversations = await add_conversations(connection, shape, users)
         await connection.copy_records_to_table(
             "sessions",
             columns=["token_hash", "user_id", "expires_at"],
@@ -125,7 +133,7 @@ async def prefill(
             ],
         )
         await connection.execute("RESET session_replication_role")
-        for table in ("users", "sessions", "messages"):
+        for table in ("users", "sessions", "messages", "conversations"):
             await connection.execute(f"VACUUM (ANALYZE) {table}", timeout=None)
         counts = {
             row["content_type"]: row["n"]
@@ -136,16 +144,21 @@ async def prefill(
         size = await connection.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
     finally:
         await connection.close()
-    lua = write_lua_data(DATA / f"{name}.lua", readers, password, tokens)
+    lua = write_lua_data(DATA / f"{name}.lua", readers, password, tokens, conversations)
     return Dataset(
-        dsn, users, messages, readers, password, tokens, lua, time.monotonic() - started, counts, size
+        dsn, users, messages, readers, password, tokens, lua, time.monotonic() - started, counts, size,
+        conversations,
     )
 
 
-def write_lua_data(path: Path, readers: int, password: str, tokens: dict[int, str]) -> Path:
-    """The users, their password and session tokens as a Lua table, for lua/common.lua."""
+def write_lua_data(
+    path: Path, readers: int, password: str, tokens: dict[int, str], conversations: Conversations | None
+) -> Path:
+    """The users, their password and session tokens, and the conversations to read, as a Lua
+    table for lua/common.lua."""
     lines = [
         f"return {{\n  users = {len(tokens)},\n  readers = {readers},\n  password = {json.dumps(password)},",
+        *lua_lines(conversations),
         "  tokens = {",
         *(f"    {json.dumps(tokens[uid])}," for uid in range(1, len(tokens) + 1)),
         "  },\n}\n",

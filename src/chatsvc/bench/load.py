@@ -133,18 +133,19 @@ class Load:
         return meter.fill(parse_wrk(proc))
 
     def paced(
-        self, server: BenchServer, label: str = "", *, measure: bool = True, settle: bool = True
+        self, server: BenchServer, label: str = "", *, measure: bool = True, settle: bool = True,
+        request: str = "get_messages",
     ) -> Run:
-        """GET /messages at a fixed moderate load: each connection waits pace_ms between requests
-        (a warm-up unless `measure`)."""
+        """A request of lua/common.lua (GET /messages unless `request` names another) at a fixed
+        moderate load: each connection waits pace_ms between requests (a warm-up unless `measure`)."""
         return self.wrk(
-            "messages_get_paced.lua",
+            "paced.lua",
             server,
             seconds=self.opts.seconds if measure else self.opts.warmup,
             connections=self.opts.paced_connections,
             label=label,
             measure=measure,
-            env={"BENCH_PACE_MS": str(self.opts.pace_ms)},
+            env={"BENCH_PACE_MS": str(self.opts.pace_ms), "BENCH_REQUEST": request},
             settle=settle,
         )
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatsvc.bench.conversations import BENCH, SMOKE, Shape
 from chatsvc.config import Settings
 
 
@@ -50,6 +51,12 @@ SCENARIOS = {
         Scenario("post", "POST /messages", "messages_post.lua", pgbench="post", profiled=True),
         Scenario("get", "GET /messages (100 per page)", "messages_get.lua", pgbench="get", profiled=True),
         Scenario("login", "POST /login", "login.lua", pgbench="login"),
+        Scenario("conversations", "GET /conversations (50 of 1,000)", "conversations_get.lua",
+                 pgbench="conversations"),
+        Scenario("conversation", "GET /conversations/{peer}/messages (newest 50)", "conversation_newest.lua",
+                 pgbench="conversation"),
+        Scenario("conversation_back", "GET /conversations/{peer}/messages (50, 10,000 back)",
+                 "conversation_back.lua", pgbench="conversation_back"),
         Scenario("mix", "90% GET / 10% POST /messages", "mix.lua", profiled=True),
     )
 }
@@ -75,6 +82,7 @@ class Options:
     profile_seconds: int = 5
     scale_small: int = 10_000
     scale_large: int = 10_000_000
+    conversations: Shape = BENCH  # added to the prefilled messages
     fanout_streams: int = 100
     fanout_messages: int = 2000  # posted in each fan-out run
     fanout_concurrency: tuple[int, ...] = (1, 8)  # concurrent posters, one run each
@@ -94,6 +102,7 @@ class Options:
             messages=20_000,
             storm_logins=4,
             profile_seconds=1,
+            conversations=SMOKE,
             scale_small=2000,
             scale_large=20_000,
             fanout_streams=20,

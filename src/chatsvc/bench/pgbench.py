@@ -10,8 +10,10 @@ import subprocess
 from pathlib import Path
 
 from chatsvc import queries
+from chatsvc.bench.conversations import Conversations
 from chatsvc.bench.load import Load, Meter, Run
 from chatsvc.bench.options import DATA, LOGS, PRODUCTION, ROOT, BenchError
+from chatsvc.schemas import MAX_ID
 
 # pgbench runs at most 128 scripts; each of these stands for one user (its own session token).
 USERS = 100
@@ -20,6 +22,9 @@ USERS = 100
 _AUTH = {2: ":idle", 3: ":touch"}
 _POST = {**_AUTH, 4: ":recipient", 5: ":content", 6: "NULL", 7: "NULL"}
 _GET = {**_AUTH, 4: ":me", 5: ":start", 6: ":limit"}
+# The conversation routes' SQL, run by the callers of the dataset's conversations.
+CONVERSATION_KINDS = ("conversations", "conversation", "conversation_back")
+CONVERSATION_PAGE = 50  # what the conversation scenarios ask for, as a client would
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
 _COLON_NAME = re.compile(r":(?=[A-Za-z_])")
 
@@ -31,10 +36,16 @@ class Pgbench:
         self.load, self.path = load, find_pgbench(bindir)
 
     def run(self, kind: str, *, seconds: float | None = None, label: str = "") -> Run:
-        """The SQL of route `kind` (post, get, login) from as many clients as wrk uses."""
+        """The SQL of route `kind` (post, get, login, or a conversation kind) from as many clients
+        as wrk uses."""
         opts, data = self.load.opts, self.load.data
         seconds = opts.seconds if seconds is None else seconds
-        files, defines = write_scripts(kind, data.users, data.readers, data.tokens, DATA / "pgbench")
+        if kind in CONVERSATION_KINDS:
+            if data.conversations is None:
+                raise BenchError(f"pgbench {kind}: the dataset holds no conversations")
+            files, defines = conversation_scripts(kind, data.conversations, data.tokens, DATA / "pgbench")
+        else:
+            files, defines = write_scripts(kind, data.users, data.readers, data.tokens, DATA / "pgbench")
         prefix = LOGS / f"pgbench-{kind}-{label or 'warmup'}"
         for stale in LOGS.glob(prefix.name + ".*"):
             stale.unlink()
@@ -123,6 +134,39 @@ def write_scripts(
         defines[f"uname{n}"] = f"bench-user-{uid}"
         path = directory / f"{kind}-{n:03d}.sql"
         path.write_text(script(kind, n, uid, users))
+        files.append(path)
+    return files, defines
+
+
+def conversation_scripts(
+    kind: str, conversations: Conversations, tokens: dict[int, str], directory: Path
+) -> tuple[list[Path], dict[str, str]]:
+    """One script per hub (GET /conversations) or per long conversation (its newest page, or the
+    page far back), each with the caller's own token: exactly the SQL the route runs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    defines = {
+        "idle": f"{PRODUCTION.session_idle_timeout:g}",
+        "touch": f"{PRODUCTION.session_touch_interval:g}",
+        "page": str(CONVERSATION_PAGE),
+    }
+    if kind == "conversations":
+        callers = [(uid, 0, 0) for uid in range(1, conversations.hubs + 1)]
+    else:
+        callers = list(conversations.pairs)
+    files = []
+    for n, (uid, peer, before) in enumerate(callers[:USERS], start=1):
+        defines[f"tok{n}"] = "\\x" + hashlib.sha256(tokens[uid].encode()).hexdigest()
+        token = {1: f":tok{n}", **_AUTH}
+        if kind == "conversations":
+            body = pgbench_sql(queries.conversations.LIST_CONVERSATIONS,
+                               {**token, 4: str(MAX_ID), 5: ":page"})
+        else:
+            # As the route passes them: the newest page, or ids up to `before` - 1.
+            bound = MAX_ID if kind == "conversation" else before - 1
+            body = pgbench_sql(queries.conversations.OLDER_MESSAGES,
+                               {**token, 4: str(peer), 5: str(bound), 6: ":page"})
+        path = directory / f"{kind}-{n:03d}.sql"
+        path.write_text(body)
         files.append(path)
     return files, defines
 

@@ -220,7 +220,7 @@ def growth_section(growth: Growth, opts: Options) -> str:
     small, large = growth.tables
     paced_p50 = mean(r.p50_ms for r in large.paced) / mean(r.p50_ms for r in small.paced)
     paced_p99 = mean(r.p99_ms for r in large.paced) / mean(r.p99_ms for r in small.paced)
-    return render(
+    section = render(
         "growth",
         written=growth.written,
         machine=growth.machine,
@@ -238,6 +238,9 @@ def growth_section(growth: Growth, opts: Options) -> str:
         verdict=tables.verdict(paced_p50 <= 1.5 and paced_p99 <= 1.5),
         commands="\n".join(growth.commands.values()),
     )
+    return (section.rstrip() + "\n\nThe conversation routes at the same moderate load, each on the same "
+            "conversations in both tables (5 users in 1,000 conversations each, two conversations of "
+            "1,000 messages):\n\n" + tables.conversation_growth(growth) + "\n")
 
 
 def fanout_section(result: FanoutResult) -> str:

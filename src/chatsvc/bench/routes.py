@@ -58,7 +58,9 @@ def run_bench(opts: Options) -> Results:
             databases = DatabaseFactory(server_dsn, prefix="bench")
             cleanup.callback(lambda: asyncio.run(databases.drop_all()))
             log(f"prefilling: {opts.users:,} users, {opts.messages:,} messages")
-            data = asyncio.run(prefill(databases, "bench", opts.users, opts.messages, 0, opts.users))
+            data = asyncio.run(
+                prefill(databases, "bench", opts.users, opts.messages, 0, opts.users, opts.conversations)
+            )
             results.data = data
             log(f"prefilled in {data.seconds:.0f} s ({data.size})")
             load = Load(opts, data, postmaster_pid(cluster))

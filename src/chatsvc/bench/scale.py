@@ -1,4 +1,5 @@
-"""`make bench-scale`: GET /messages with a small and a very large messages table, side by side."""
+"""`make bench-scale`: GET /messages and the conversation routes with a small and a very large
+messages table, side by side."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 
+from chatsvc.bench.conversations import SCALE
 from chatsvc.bench.data import postmaster_pid, prefill, private_cluster, server_version
 from chatsvc.bench.load import Load, Run
 from chatsvc.bench.machine import describe_machine, machine_line
@@ -16,6 +18,12 @@ from chatsvc.bench.servers import BenchServer, chatsvc_server
 from chatsvc.testing import DatabaseFactory
 
 READERS = 100  # the users whose first page is read
+# The conversation routes whose latency is compared too: lua/common.lua's request, and its title.
+CONVERSATION_ROUTES = {
+    "get_conversations": "GET /conversations (50 of 1,000)",
+    "get_conversation_newest": "GET /conversations/{peer}/messages (newest 50)",
+    "get_conversation_back": "GET /conversations/{peer}/messages (50, 500 back)",
+}
 
 
 @dataclass
@@ -27,6 +35,8 @@ class Table:
     size: str = ""
     paced: list[Run] = field(default_factory=list)  # latency at a fixed moderate load
     loaded: list[Run] = field(default_factory=list)  # throughput at saturation
+    # Latency of each conversation route (by lua/common.lua request) at the same moderate load.
+    conversations: dict[str, list[Run]] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,7 +62,9 @@ def run_scale(opts: Options) -> Growth:
             # messages / users, each message the users-th row after the previous one.
             recipients = READERS if table.messages <= READERS * 1000 else opts.users
             log(f"bench-scale: prefilling {table.messages:,} messages to {recipients:,} recipients")
-            data = asyncio.run(prefill(databases, name, opts.users, table.messages, recipients, READERS))
+            data = asyncio.run(
+                prefill(databases, name, opts.users, table.messages, recipients, READERS, SCALE)
+            )
             log(f"prefilled in {data.seconds:.0f} s ({data.size})")
             table.prefill_seconds, table.size = data.seconds, data.size
             loads.append(Load(opts, data, postmaster_pid(cluster)))
@@ -79,6 +91,10 @@ def _measure(opts: Options, tables: list[Table], loads: list[Load], servers: lis
             table.paced.append(load.paced(server, "scale-paced"))
         for table, load, server in sides:
             table.loaded.append(load.wrk("messages_get.lua", server, label="scale-loaded"))
+        for request in CONVERSATION_ROUTES:
+            for table, load, server in sides:
+                run = load.paced(server, f"scale-{request}", request=request)
+                table.conversations.setdefault(request, []).append(run)
         for table in tables:
             log(
                 f"{table.messages:,} messages run {n}: paced p50 {table.paced[-1].p50_ms:.2f} ms "

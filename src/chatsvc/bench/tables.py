@@ -8,6 +8,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from chatsvc.bench.options import SCENARIOS
+from chatsvc.bench.scale import CONVERSATION_ROUTES
+
+# The conversation routes' latency on the large table may be at most this many times the small's.
+CONVERSATION_GROWTH_LIMIT = 1.3
 
 if TYPE_CHECKING:
     from chatsvc.bench.fanout import FanoutResult
@@ -250,6 +254,28 @@ def growth(result: Growth) -> str:
         for n, (p, s) in enumerate(zip(t.paced, t.loaded, strict=False), start=1)
     ]
     return table(header, rows, align="r")
+
+
+def conversation_growth(result: Growth) -> str:
+    """Each conversation route's paced latency on the large table over the small one."""
+    small, large = result.tables
+    rows = []
+    for request, title in CONVERSATION_ROUTES.items():
+        before, after = small.conversations.get(request, []), large.conversations.get(request, [])
+        if not before or not after:
+            continue
+        p50 = mean(r.p50_ms for r in after) / mean(r.p50_ms for r in before)
+        p99 = mean(r.p99_ms for r in after) / mean(r.p99_ms for r in before)
+        rows.append([
+            title,
+            f"{num(mean(r.p50_ms for r in before), 2)} / {num(mean(r.p99_ms for r in before), 2)}",
+            f"{num(mean(r.p50_ms for r in after), 2)} / {num(mean(r.p99_ms for r in after), 2)}",
+            f"{p50:.2f} / {p99:.2f}",
+            verdict(p50 <= CONVERSATION_GROWTH_LIMIT and p99 <= CONVERSATION_GROWTH_LIMIT),
+        ])
+    header = (f"route | {small.messages:,} messages: p50 / p99 ms | {large.messages:,}: p50 / p99 ms | "
+              f"large ÷ small | ≤ {CONVERSATION_GROWTH_LIMIT} ×")
+    return table(header, rows, align="lrrrl")
 
 
 def fanout(result: FanoutResult) -> str:

@@ -18,6 +18,18 @@ from chatsvc.queries.messages import MESSAGE_JSON
 # LISTEN channel of read markers: "reader:peer:last_read".
 READS_CHANNEL = "chatsvc_reads"
 
+# Every conversation of the messages stored, as sql/0006 builds them for an existing table (the
+# benchmark's bulk loads, the plan tests' data): nothing is read yet, so everything from the other
+# side is unread.
+BUILD_FROM_MESSAGES = """
+INSERT INTO conversations (low_id, high_id, last_message_id, low_unread, high_unread)
+SELECT least(sender_id, recipient_id), greatest(sender_id, recipient_id), max(id),
+       count(*) FILTER (WHERE sender_id > recipient_id),
+       count(*) FILTER (WHERE sender_id < recipient_id)
+FROM messages
+GROUP BY 1, 2
+"""
+
 # One conversation as GET /conversations shows it, from a row of `mine` below and its joins.
 _CONVERSATION_JSON = (
     """'{"peer":{"id":' || mine.peer || ',"username":' || to_json(peer.username)::text || '},'"""

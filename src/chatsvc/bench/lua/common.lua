@@ -11,6 +11,8 @@ M.users = data.users
 M.readers = data.readers or data.users  -- the users whose inboxes GET /messages reads
 M.password = data.password
 M.tokens = data.tokens
+M.hubs = data.hubs or 0  -- users 1..hubs are each in many conversations
+M.pairs = data.pairs or {}  -- long conversations: {a, b, the `before` of a page far back}
 
 -- A few message texts of realistic lengths, built once.
 local TEXTS = {
@@ -36,6 +38,22 @@ end
 function M.get_messages()
   local uid = math.random(M.readers)
   return wrk.format("GET", "/messages?recipient=" .. uid .. "&limit=100", user_headers(uid))
+end
+
+function M.get_conversations()
+  local uid = math.random(M.hubs)
+  return wrk.format("GET", "/conversations?limit=50", user_headers(uid))
+end
+
+function M.get_conversation_newest()
+  local pair = M.pairs[math.random(#M.pairs)]
+  return wrk.format("GET", "/conversations/" .. pair[2] .. "/messages?limit=50", user_headers(pair[1]))
+end
+
+function M.get_conversation_back()
+  local pair = M.pairs[math.random(#M.pairs)]
+  return wrk.format("GET", "/conversations/" .. pair[2] .. "/messages?limit=50&before=" .. pair[3],
+                    user_headers(pair[1]))
 end
 
 function M.post_message()

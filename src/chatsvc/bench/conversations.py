@@ -1,0 +1,87 @@
+"""Conversations in the benchmark's data: users in many conversations, long conversations, and
+the pgbench scripts that run the conversation routes' SQL on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from chatsvc import queries
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How much conversation data a run adds to the prefilled messages."""
+
+    hubs: int  # users 1..hubs are each in `per_hub` conversations (GET /conversations)
+    per_hub: int
+    pairs: int  # long conversations, between the users right after the hubs
+    pair_messages: int
+    back: int  # the "far back" page starts this many messages before a long conversation's newest
+
+
+BENCH = Shape(hubs=100, per_hub=1000, pairs=10, pair_messages=10_100, back=10_000)
+SMOKE = Shape(hubs=5, per_hub=100, pairs=2, pair_messages=400, back=300)
+# bench-scale compares latency on a small and a large table: the same conversations in both.
+SCALE = Shape(hubs=5, per_hub=1000, pairs=2, pair_messages=1000, back=500)
+
+
+@dataclass
+class Conversations:
+    hubs: int
+    # (a, b, before): a's conversation with b, and the `before` that pages `back` messages back.
+    pairs: list[tuple[int, int, int]] = field(default_factory=list)
+    messages: int = 0  # added to the table
+
+
+# Hub h writes to, or hears from, `per_hub` distinct users after the long conversations' users.
+HUB_MESSAGES = """
+INSERT INTO messages (sender_id, recipient_id, content)
+SELECT CASE WHEN k % 2 = 0 THEN h ELSE peer END, CASE WHEN k % 2 = 0 THEN peer ELSE h END,
+       '{"type":"text","text":"see you at the station"}'
+FROM generate_series(1, $1::int) AS h, generate_series(0, $2::int - 1) AS k,
+     LATERAL (SELECT $3::int + (h + k) % ($4::int - $3::int + 1) AS peer) AS p
+ORDER BY random()
+"""
+
+# The pairs' messages interleaved (ordered by n first), two thirds one way and a third the other.
+PAIR_MESSAGES = """
+INSERT INTO messages (sender_id, recipient_id, content)
+SELECT CASE WHEN n % 3 = 0 THEN b ELSE a END, CASE WHEN n % 3 = 0 THEN a ELSE b END,
+       '{"type":"text","text":"on my way, see you in ten minutes"}'
+FROM generate_series(0, $2::int - 1) AS i, generate_series(1, $3::int) AS n,
+     LATERAL (SELECT $1::int + 2 * i + 1 AS a, $1::int + 2 * i + 2 AS b) AS p
+ORDER BY n, i
+"""
+
+BACK_ID = """
+SELECT id FROM messages WHERE (sender_id, recipient_id) IN (($1, $2), ($2, $1))
+ORDER BY id DESC OFFSET $3 LIMIT 1
+"""
+
+
+async def add_conversations(connection: asyncpg.Connection, shape: Shape, users: int) -> Conversations:
+    """Add the shape's messages (after the bulk of the table), then build every conversation row
+    as the migration builds them for existing messages."""
+    first_peer = shape.hubs + 2 * shape.pairs + 1
+    if users - first_peer + 1 < shape.per_hub:
+        raise ValueError(f"{users} users are too few for {shape.per_hub} conversations per hub")
+    await connection.execute(HUB_MESSAGES, shape.hubs, shape.per_hub, first_peer, users, timeout=None)
+    await connection.execute(PAIR_MESSAGES, shape.hubs, shape.pairs, shape.pair_messages, timeout=None)
+    await connection.execute(queries.conversations.BUILD_FROM_MESSAGES, timeout=None)
+    added = shape.hubs * shape.per_hub + shape.pairs * shape.pair_messages
+    result = Conversations(shape.hubs, messages=added)
+    for i in range(shape.pairs):
+        a, b = shape.hubs + 2 * i + 1, shape.hubs + 2 * i + 2
+        result.pairs.append((a, b, await connection.fetchval(BACK_ID, a, b, shape.back)))
+    return result
+
+
+def lua_lines(conversations: Conversations | None) -> list[str]:
+    """The Lua table fields lua/common.lua's conversation requests read."""
+    if conversations is None:
+        return ["  hubs = 0,", "  pairs = {},"]
+    pairs = ", ".join(f"{{{a}, {b}, {before}}}" for a, b, before in conversations.pairs)
+    return [f"  hubs = {conversations.hubs},", f"  pairs = {{{pairs}}},"]
+

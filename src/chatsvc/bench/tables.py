@@ -3,6 +3,8 @@
 # ruff: noqa: RUF001 (the tables write multiplication and division signs)
 from __future__ import annotations
 
+import functools
+import operator
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -202,7 +204,7 @@ def targets(results: Results) -> str:
             row(
                 f"{title(key)} ≥ {bound} × pgbench (same SQL)",
                 ratios,
-                lambda x, bound=bound: x >= bound,
+                functools.partial(operator.le, bound),
                 "{:.2f}",
                 f" ({short})" if short else "",
             )

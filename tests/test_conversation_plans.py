@@ -16,14 +16,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from chatsvc.config import SessionPolicy
 from chatsvc.migrate import migrate
 from chatsvc.queries import conversations as sql
 from chatsvc.schemas import MAX_ID
 from chatsvc.testing import DatabaseFactory
+from tests.db_sessions import POLICY, session_for
 
-IDLE, TOUCH = 3600.0, 60.0
-POLICY = SessionPolicy(lifetime=3600.0, idle_timeout=IDLE, touch_interval=TOUCH)
+IDLE, TOUCH = POLICY.idle_timeout, POLICY.touch_interval
 HOT = 1  # in a conversation with almost everyone, and the recipient of most messages
 HOT_PEERS = 1200
 TALKERS = (2001, 2002)  # one long conversation
@@ -60,13 +59,6 @@ async def skewed(databases: DatabaseFactory) -> AsyncIterator[asyncpg.Pool]:
     await pool.execute("VACUUM ANALYZE")
     yield pool
     await pool.close()
-
-
-async def session_for(pool: asyncpg.Pool, user_id: int) -> bytes:
-    token_hash = secrets.token_bytes(32)
-    await pool.execute("INSERT INTO sessions (token_hash, user_id, expires_at) "
-                       "VALUES ($1, $2, now() + interval '1 hour')", token_hash, user_id)
-    return token_hash
 
 
 def literal(value: object) -> str:

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import asyncpg
 
-from chatsvc.config import SessionPolicy
 from chatsvc.migrate import default_sql_dir, migrate
 from chatsvc.queries import conversations as sql
 from chatsvc.schemas import MAX_ID
 from chatsvc.testing import DatabaseFactory
+from tests.db_sessions import POLICY, session_for
 
-IDLE, TOUCH = 3600.0, 60.0
-POLICY = SessionPolicy(lifetime=3600.0, idle_timeout=IDLE, touch_interval=TOUCH)
+IDLE, TOUCH = POLICY.idle_timeout, POLICY.touch_interval
 USERS = 12
 MESSAGES = 600
 PAGE = 7
@@ -96,13 +95,6 @@ async def test_every_conversation_count_and_page_of_old_messages(
         assert len({row["public_id"] for row in public_ids}) == len(old_sessions)
     finally:
         await pool.close()
-
-
-async def session_for(pool: asyncpg.Pool, user_id: int) -> bytes:
-    token_hash = secrets.token_bytes(32)
-    await pool.execute("INSERT INTO sessions (token_hash, user_id, expires_at) "
-                       "VALUES ($1, $2, now() + interval '1 hour')", token_hash, user_id)
-    return token_hash
 
 
 async def all_conversations(pool: asyncpg.Pool, token_hash: bytes) -> list[dict]:

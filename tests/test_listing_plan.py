@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from chatsvc.config import SessionPolicy
 from chatsvc.migrate import migrate
 from chatsvc.queries.messages import LIST_MESSAGES, list_messages
 from chatsvc.testing import DatabaseFactory
+from tests.db_sessions import POLICY, session_for
 
 USERS = 200
 MESSAGES = 120_000
@@ -55,16 +55,6 @@ def plan_nodes(plan: dict) -> list[dict]:
 async def explain(pool: asyncpg.Pool, sql: str, *args: object) -> list[dict]:
     raw = await pool.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
     return plan_nodes(json.loads(raw)[0]["Plan"])
-
-
-POLICY = SessionPolicy(lifetime=3600.0, idle_timeout=3600.0, touch_interval=60.0)
-
-
-async def session_for(pool: asyncpg.Pool, user_id: int) -> bytes:
-    token_hash = secrets.token_bytes(32)
-    await pool.execute("INSERT INTO sessions (token_hash, user_id, expires_at) "
-                       "VALUES ($1, $2, now() + interval '1 hour')", token_hash, user_id)
-    return token_hash
 
 
 def index_scans(nodes: list[dict]) -> dict[str, dict]:

@@ -17,13 +17,16 @@ from chatsvc.queries.formats import timestamp_of
 # a busy client does not turn every read into a write. $1 token hash, $2 idle
 # timeout, $3 touch interval (seconds). Every statement that authenticates starts
 # with this same text, so that authentication and the work are one round trip.
-CALLER = """
+# CALLER_UNTOUCHED, without the touch, is for statements that delete sessions: they must not
+# also update one of those rows in the same statement.
+CALLER_UNTOUCHED = """
 WITH caller AS (
     SELECT user_id FROM sessions
     WHERE token_hash = $1
       AND expires_at > now()
       AND last_seen_at > now() - make_interval(secs => $2)
-), touch AS (
+)"""
+CALLER = CALLER_UNTOUCHED + """, touch AS (
     UPDATE sessions SET last_seen_at = now()
     WHERE token_hash = $1
       AND last_seen_at < now() - make_interval(secs => $3)
@@ -72,16 +75,6 @@ WITH lock AS (
 )
 SELECT CASE WHEN (SELECT held FROM lock) THEN (SELECT count(*) FROM deleted) END
 """
-
-# The caller without refreshing the idle clock: for statements that delete sessions, which must
-# not also update one of those rows in the same statement. $1 token hash, $2 idle timeout.
-CALLER_UNTOUCHED = """
-WITH caller AS (
-    SELECT user_id FROM sessions
-    WHERE token_hash = $1
-      AND expires_at > now()
-      AND last_seen_at > now() - make_interval(secs => $2)
-)"""
 
 # The caller's live sessions, newest first; none at all when the token is not valid (the
 # caller's own session is live, so a valid token lists at least one).

@@ -15,6 +15,7 @@ import pytest
 from starlette.routing import Route
 
 from chatsvc import admin, app
+from chatsvc.admin import debug
 from chatsvc.config import describe
 from chatsvc.errors import STATUS
 from tests import PROJECT_ROOT
@@ -55,7 +56,7 @@ def test_readme_is_up_to_date():
 def test_generated_sections_cover_every_route_setting_and_target():
     readme = README.read_text()
     routes = section(readme, "ROUTES")
-    for route in [*app.ROUTES, *admin.ROUTES]:
+    for route in [*app.ROUTES, *admin.ROUTES, *debug.ROUTES]:
         assert f" {route.path_format}` |" in routes, f"{route.path_format} is missing from the route table"
     config = section(readme, "CONFIG")
     for name, _, _ in describe():
@@ -78,9 +79,9 @@ def test_the_readme_links_the_script_and_the_references_instead_of_copying_them(
 
 def test_the_api_reference_describes_every_route_and_error_code():
     reference = API_REFERENCE.read_text()
-    flatten = load_update_readme()._flatten
-    for listener, routes in (("public", app.ROUTES), ("admin", admin.ROUTES)):
-        for methods, path, _ in flatten(routes):
+    update_readme = load_update_readme()
+    for listener, routes in update_readme.listeners():
+        for methods, path, _ in update_readme._flatten(routes):
             for method in methods:
                 assert f"{method} {path}" in reference, f"docs/API.md lacks {listener} {method} {path}"
     for code, status in STATUS.items():

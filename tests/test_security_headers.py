@@ -1,4 +1,4 @@
-"""API.md's "Security headers and caching" on both listeners, and the CORS refusal in the envelope."""
+"""docs/API.md's "Security headers and caching" on both listeners, and the CORS refusal in the envelope."""
 
 from __future__ import annotations
 

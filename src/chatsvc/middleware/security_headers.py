@@ -1,4 +1,4 @@
-"""The headers of API.md's "Security headers and caching", on every answer of the listener.
+"""The headers of docs/API.md's "Security headers and caching", on every answer of the listener.
 
 - `X-Content-Type-Options: nosniff` everywhere, so no answer is ever sniffed into HTML or script;
 - `Cache-Control: no-store` on `/login` and on every answer to a request that carried a token:

@@ -22,7 +22,7 @@ FANOUT_ARGS ?= --streams 100 --messages 2000 --concurrency 1,8
 LINTED := src tests bin/update-readme bin/build-image bin/prometheus-rule
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-rollout fuzz lint readme prometheus-rule image base-image migrate psql clean bench bench-scale bench-smoke
+.PHONY: help install run test test-rollout fuzz lint readme screenshot prometheus-rule image base-image migrate psql clean bench bench-scale bench-smoke
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ readme: $(STAMP) ## Regenerate README.md's routes, settings and targets from the
 
 prometheus-rule: $(STAMP) ## Write deploy/prometheus's PrometheusRule from the rule file (chatsvc-rules.yaml)
 	$(BIN)/python bin/prometheus-rule
+
+screenshot: $(STAMP) ## Retake docs/web-client.png, the README's picture of the web client, in a browser test
+	CHATSVC_UPDATE_SCREENSHOT=1 $(BIN)/pytest tests/live/test_browser_chat.py -k accessibility_violation
 
 image: ## Build the container image with podman (IMAGE=chatsvc:VERSION, BASE_IMAGE=the Python base)
 	bin/build-image --tag $(IMAGE) $(if $(BASE_IMAGE),--base $(BASE_IMAGE))

@@ -61,7 +61,7 @@ function renderVideo({ url, source }) {
         sandbox: "allow-scripts allow-same-origin allow-presentation allow-popups",
       });
       play.replaceWith(frame);
-      frame.focus();
+      frame.focus({ preventScroll: true });
     });
     figure.prepend(play);
   }

@@ -184,6 +184,15 @@ class People:
             await person.leave()
 
 
+async def serious_accessibility_violations(page: Page) -> list[tuple[str, str, str]]:
+    """What axe finds on the page that is serious or critical: (rule, impact, what it asks)."""
+    from axe_playwright_python.async_playwright import Axe
+
+    results = await Axe().run(page)
+    return [(violation["id"], violation["impact"], violation["help"])
+            for violation in results.response["violations"] if violation["impact"] in ("serious", "critical")]
+
+
 async def api_user(server: ServerProcess, username: str | None = None) -> User:
     """A user made through the API, from an address of its own (so no rate-limit bucket fills)."""
     async with httpx.AsyncClient(base_url=server.url, timeout=10,

@@ -9,49 +9,35 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, expect
+from playwright.async_api import expect
 
-from chatsvc.testing import QUIET_LOGS, DatabaseFactory, ServerProcess, serving
-from tests.live.browser import People, Person, api_user, chromium
+from chatsvc.testing import QUIET_LOGS, ServerProcess
+from tests.live.browser import People, Person, api_user, serious_accessibility_violations
 
 # Login and sign-up are limited per address; each person has an address of their own
 # (X-Forwarded-For, trusted from the loopback), so only the test that wants the limit meets it.
 AUTH_BURST = 4
-SETTINGS = {
+WEB_SERVER_SETTINGS = {
     "CHATSVC_TRUSTED_PROXIES": "127.0.0.1/32",
     "CHATSVC_AUTH_RATE": "1",
     "CHATSVC_AUTH_BURST": str(AUTH_BURST),
     "CHATSVC_DRAIN_DELAY": "0",
     **QUIET_LOGS,
 }
-SERIOUS = {"serious", "critical"}
-
-
-@pytest.fixture(scope="module")
-async def server(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
-                 ) -> AsyncIterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("browser-auth") / "server.log"
-    async with serving(databases, log, **SETTINGS) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as opened:
-        yield opened
 
 
 @pytest.fixture
-async def person(browser: Browser, server: ServerProcess) -> AsyncIterator[Person]:
-    """Someone who has just opened the client; their page is checked when the test ends."""
-    people = People(browser, server)
-    yield await people.arrive()
-    await people.check_and_leave()
+def server(web_server: ServerProcess) -> ServerProcess:
+    return web_server
+
+
+@pytest.fixture
+async def person(people: People) -> Person:
+    """Someone who has just opened the client."""
+    return await people.arrive()
 
 
 def new_name(prefix: str = "user") -> str:
@@ -175,16 +161,10 @@ async def test_the_server_being_away_is_said_in_words(person: Person, server: Se
 
 
 async def test_no_serious_accessibility_violation_signed_out_or_in(person: Person) -> None:
-    axe = Axe()
-    signed_out = await axe.run(person.page)
-    await person.sign_up(new_name("axe"))
-    signed_in = await axe.run(person.page)
-
-    for results in (signed_out, signed_in):
-        serious = [(v["id"], v["impact"], v["help"]) for v in results.response["violations"]
-                   if v["impact"] in SERIOUS]
-        assert serious == []
+    assert await serious_accessibility_violations(person.page) == []
     await person.screenshot("signed-out-desktop")
+    await person.sign_up(new_name("axe"))
+    assert await serious_accessibility_violations(person.page) == []
 
 
 async def test_docs_renders_the_api_description_from_the_package(person: Person) -> None:

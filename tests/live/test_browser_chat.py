@@ -11,42 +11,23 @@ import asyncio
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, expect
+from playwright.async_api import expect
 
-from chatsvc.testing import NO_RATE_LIMITS, QUIET_LOGS, DatabaseFactory, ServerProcess, User, serving
+from chatsvc.testing import NO_RATE_LIMITS, QUIET_LOGS, ServerProcess, User
 from tests import PROJECT_ROOT
-from tests.live.browser import DESKTOP, PHONE, People, Person, api_user, chromium
+from tests.live.browser import DESKTOP, PHONE, People, Person, api_user, serious_accessibility_violations
 
-SETTINGS = {**NO_RATE_LIMITS, **QUIET_LOGS, "CHATSVC_DRAIN_DELAY": "0"}
+WEB_SERVER_SETTINGS = {**NO_RATE_LIMITS, **QUIET_LOGS, "CHATSVC_DRAIN_DELAY": "0"}
 # The picture in the README, rewritten by `make screenshot`.
 README_SCREENSHOT = PROJECT_ROOT / "docs" / "web-client.png"
-SERIOUS = {"serious", "critical"}
-
-
-@pytest.fixture(scope="module")
-async def server(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
-                 ) -> AsyncIterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("browser-chat") / "server.log"
-    async with serving(databases, log, **SETTINGS) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as opened:
-        yield opened
 
 
 @pytest.fixture
-async def people(browser: Browser, server: ServerProcess) -> AsyncIterator[People]:
-    made = People(browser, server)
-    yield made
-    await made.check_and_leave()
+def server(web_server: ServerProcess) -> ServerProcess:
+    return web_server
 
 
 async def send_api(server: ServerProcess, sender: User, recipient: User, text: str) -> int:
@@ -288,11 +269,7 @@ async def test_a_conversation_on_screen_has_no_serious_accessibility_violation(
                                  json={"last_read": newest["id"]})).status_code == 200
     await expect(alice.messages().locator("li.mine").last.get_by_text("Seen")).to_be_visible()
 
-    results = await Axe().run(alice.page)
-
-    serious = [(v["id"], v["impact"], v["help"]) for v in results.response["violations"]
-               if v["impact"] in SERIOUS]
-    assert serious == []
+    assert await serious_accessibility_violations(alice.page) == []
     shot = await alice.screenshot("conversation-desktop")
     if os.environ.get("CHATSVC_UPDATE_SCREENSHOT"):
         README_SCREENSHOT.parent.mkdir(exist_ok=True)

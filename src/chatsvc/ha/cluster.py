@@ -88,8 +88,6 @@ class PatroniCluster:
         chown(self.root, owner)  # its servers write their own files here
         # What a killed earlier run left: its processes, then its files.
         reap(self.root)
-        for data_dir in self.root.glob("*/data"):
-            kill_postmaster(data_dir)
         for entry in self.root.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         try:

@@ -104,13 +104,18 @@ class Daemon:
 
 
 def reap(root: Path) -> None:
-    """End the process groups a killed earlier run left under root (each still naming root)."""
-    for pgid_file in root.glob("*.pgid"):
+    """End what a killed earlier run left under root: process groups, then postmasters.
+
+    Each is checked to still name root in its command line, so a reused pid is left alone.
+    """
+    for pgid_file in root.rglob("*.pgid"):
         with suppress(ValueError, OSError):
             pgid = int(pgid_file.read_text())
             if _runs_under(pgid, root):
                 _signal_group(pgid, signal.SIGKILL)
         pgid_file.unlink(missing_ok=True)
+    for pidfile in root.rglob("postmaster.pid"):
+        kill_postmaster(pidfile.parent)  # Patroni starts it in a session of its own
 
 
 def kill_postmaster(data_dir: Path, sig: int = signal.SIGKILL) -> int | None:

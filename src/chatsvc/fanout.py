@@ -8,9 +8,11 @@ Ids come from a sequence, so two inserts can commit out of order: 11 can be visi
 still in flight. Had a stream delivered 11, a client resuming with `Last-Event-ID: 11` would never
 see 10. So an id is delivered only once it is settled. The newest id M seen in a snapshot S is
 settled when every transaction in progress in S has ended: sql/0002 makes each transaction take
-its xid before its id, so whoever holds an id below M had an xid before S and is listed in S. A
-transaction that runs long without touching `messages` (found in `pg_locks`) holds no id and is
-not waited for.
+its xid before its id, so whoever holds an id below M had an xid before S and was in progress in S:
+listed in it, or, having taken its xid after the newest commit (at or past S's xmax, which a
+snapshot does not list), among the backends' xids read right after S. A transaction that runs
+long without touching `messages` (found in `pg_locks`) holds no id and is not waited for. Xids are
+compared as 32-bit values, the form `pg_stat_activity` and `pg_locks` show.
 """
 
 from __future__ import annotations
@@ -351,8 +353,8 @@ class Fanout:
             row = await connection.fetchrow(queries.stream.MESSAGES_HORIZON, timeout=self.settings.db_timeout)
             assert row is not None  # an aggregate without GROUP BY returns exactly one row
             now = time.monotonic()
-            moved, everyone = self.horizon.observe(row["max_id"], in_progress(row["snapshot"]), now,
-                                                   wake_all)
+            running = {xid & _XID32 for xid in in_progress(row["snapshot"])} | set(row["assigned"])
+            moved, everyone = self.horizon.observe(row["max_id"], running, now, wake_all)
             if self.horizon.pending and self.horizon.oldest_wait(now) >= WRITER_CHECK_AFTER_SECONDS:
                 writers = set(await connection.fetchval(queries.stream.MESSAGE_WRITERS,
                                                         timeout=self.settings.db_timeout))

@@ -27,9 +27,16 @@ ORDER BY id
 LIMIT $4
 """
 
-# The newest message id and the transactions in progress, in one snapshot (fanout.Horizon).
+# The newest message id and the transactions in progress (fanout.Horizon): those the snapshot lists,
+# and the xid of every backend, read just after it. A snapshot lists only xids below its xmax (one
+# past the newest *completed* xid), so a transaction that took its xid after the newest commit is
+# in progress without being listed: it can hold an id below one that is already visible. Seeing
+# other sessions' xids takes the same role as theirs (or pg_read_all_stats).
 MESSAGES_HORIZON = """
-SELECT coalesce(max(id), 0) AS max_id, pg_current_snapshot()::text AS snapshot FROM messages
+SELECT coalesce(max(id), 0) AS max_id, pg_current_snapshot()::text AS snapshot,
+       ARRAY(SELECT backend_xid::text::bigint FROM pg_stat_activity WHERE backend_xid IS NOT NULL)
+           AS assigned
+FROM messages
 """
 
 # The 32-bit xids of the transactions holding any lock on `messages` in this database. An insert

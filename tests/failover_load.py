@@ -43,6 +43,7 @@ class Sent:
     recipient: int
     text: str
     ids: set[int] = field(default_factory=set)  # every id a 201 for this key named: exactly one
+    answered: float = 0.0  # when the first 201 came
 
 
 @dataclass
@@ -51,6 +52,8 @@ class StreamLog:
     server: str
     events: list[int] = field(default_factory=list)
     connects: int = 0
+    # Each connection: when it was made, the Last-Event-ID it sent, the first id it received.
+    history: list[tuple[float, int, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Load:
     servers: dict[str, str]  # name: base URL
     users: list[User]
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
+    started: float = field(default_factory=time.monotonic)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     close_streams: asyncio.Event = field(default_factory=asyncio.Event)
     requests_done: asyncio.Event = field(default_factory=asyncio.Event)  # every send answered 201
@@ -113,6 +117,7 @@ class Load:
                                            headers=headers)
             if response is not None and response.status_code == 201:
                 sent.ids.add(response.json()["id"])
+                sent.answered = sent.answered or time.monotonic()
                 return
             await asyncio.sleep(RETRY_SECONDS)
 
@@ -143,8 +148,10 @@ class Load:
         async with httpx.AsyncClient(timeout=httpx.Timeout(REQUEST_TIMEOUT, read=None)) as client:
             while True:
                 # The first connection starts before the first message: since 0 replays everything.
-                headers = {**user.auth, "Last-Event-ID": str(log.events[-1] if log.events else 0)}
+                since = log.events[-1] if log.events else 0
+                headers = {**user.auth, "Last-Event-ID": str(since)}
                 log.connects += 1
+                log.history.append((time.monotonic(), since, None))
                 with contextlib.suppress(httpx.HTTPError, TimeoutError):
                     async with asyncio.timeout(random.uniform(*STREAM_RESUME_SECONDS)):
                         await self._read_events(client, log, headers)
@@ -158,3 +165,5 @@ class Load:
             async for line in response.aiter_lines():
                 if line.startswith("id: "):
                     log.events.append(int(line[4:]))
+                    if log.history[-1][2] is None:
+                        log.history[-1] = (*log.history[-1][:2], log.events[-1])

@@ -36,7 +36,7 @@ from chatsvc.ha.pooler import PgBouncer
 from chatsvc.migrate import migrate
 from chatsvc.testing import ServerProcess, User, require_program, sign_up_and_log_in
 from tests import PROJECT_ROOT
-from tests.failover_load import SEND_DEADLINE, Load
+from tests.failover_load import SEND_DEADLINE, Load, StreamLog
 
 ROOT = PROJECT_ROOT / ".data" / "failover"
 PROGRAMS = (("etcd", "etcd-server"), ("patroni", "patroni"), ("patronictl", "patroni"),
@@ -163,7 +163,10 @@ async def finish(load: Load, cluster: PatroniCluster) -> dict[str, int]:
     created = [sent for sent in load.sends if sent.ids]
     assert all(len(sent.ids) == 1 for sent in created), \
         f"one key answered with two ids: {[s for s in created if len(s.ids) > 1][:5]}"
-    everything = await messages_of(cluster.database_url, [user.id for user in load.users])
+    # Read on the node that is primary now, by its own address: what it has is what survived.
+    leader = await asyncio.to_thread(cluster.leader)
+    assert leader is not None, "no primary after the load"
+    everything = await messages_of(cluster.nodes[leader].url, [user.id for user in load.users])
     stored = {mid: row for mid, row in everything.items() if row[2].startswith(f"failover-{load.tag}-")}
     answered = {next(iter(sent.ids)): sent for sent in created}
     missing = [sent for message_id, sent in answered.items() if message_id not in stored]
@@ -188,11 +191,19 @@ async def finish(load: Load, cluster: PatroniCluster) -> dict[str, int]:
         assert len(log.events) == len(set(log.events)), \
             f"stream of user {log.user} on {log.server} saw an event twice"
         seen = set(log.events)
-        assert seen == expected[log.user], (
-            f"stream of user {log.user} on {log.server}: missing {sorted(expected[log.user] - seen)[:5]}, "
-            f"extra {sorted(seen - expected[log.user])[:5]}")
+        missing, extra = expected[log.user] - seen, seen - expected[log.user]
+        assert not missing and not extra, (
+            f"stream of user {log.user} on {log.server}: missing {sorted(missing)[:5]}, "
+            f"extra {sorted(extra)[:5]}; {stream_story(load, log, missing)}")
     return {"stored": len(stored), "stream events": sum(len(log.events) for log in load.streams),
             "stream resumes": sum(log.connects - 1 for log in load.streams)}
+
+
+def stream_story(load: Load, log: StreamLog, missing: set[int]) -> str:
+    """What a failure message needs to tell a lost event's story, times in s from the load's start."""
+    connections = [(round(t - load.started, 2), since, first) for t, since, first in log.history[:30]]
+    sends = [(i, round(s.answered - load.started, 2)) for s in load.sends for i in s.ids if i in missing]
+    return f"events {log.events[:40]}; connections (s, Last-Event-ID, first id) {connections}; sends {sends}"
 
 
 async def messages_of(database_url: str, users: list[int]) -> dict[int, tuple[int, int, str]]:

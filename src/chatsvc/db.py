@@ -29,11 +29,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 # Opening a connection failed before anything was sent: refused (no server listens), the server
-# is starting or stopping, or no host of a multi-host URL is a primary (yet).
+# is starting or stopping, no host of a multi-host URL is a primary (yet), or PgBouncer turned the
+# login away because it cannot reach a server at the moment ("server login has been failing").
 NO_SERVER_YET_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TargetServerAttributeNotMatched,
+    asyncpg.exceptions.ProtocolViolationError,
 )
 CONNECT_RETRY_MIN_SECONDS = 0.02
 CONNECT_RETRY_MAX_SECONDS = 0.25

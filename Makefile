@@ -51,7 +51,7 @@ test-rollout: $(STAMP) ## Replace 2 replicas behind HAProxy twice under load; ex
 
 .PHONY: test-failover
 test-failover: $(STAMP) ## Kill the primary of an HA PostgreSQL (Patroni) under load, then switch over; print the figures
-	$(BIN)/pytest tests/test_failover.py
+	$(BIN)/pytest tests/live/test_failover.py
 
 fuzz: $(STAMP) ## Fuzz the API with Schemathesis: many more cases than make test (several minutes)
 	CHATSVC_FUZZ_EXAMPLES=$${CHATSVC_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/live/test_fuzz.py

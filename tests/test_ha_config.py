@@ -1,6 +1,6 @@
 """The HA configuration files agree with each other, with the README and with the code.
 
-deploy/ha/ is what the failover test runs (tests/test_failover.py); deploy/cnpg/ is the same shape
+deploy/ha/ is what the failover test runs (tests/live/test_failover.py); deploy/cnpg/ is the same shape
 for Kubernetes, which no test can run here, so it is checked as documentation: against the
 README's High availability section, the Secret that deploy/k8s reads, and chatsvc's settings.
 """

@@ -1,4 +1,4 @@
-"""The load of the failover test: sends retried with their Idempotency-Key, listings, resuming streams.
+"""The failover test's load: sends retried with their Idempotency-Key, listings, conversations, streams.
 
 Every request is recorded with the time it was sent and what came back, so the test can say when
 the service recovered and how many requests failed; every 201 is kept to be looked for in the
@@ -29,7 +29,7 @@ REQUEST_TIMEOUT = 10.0
 
 @dataclass
 class Attempt:
-    kind: str  # "send" or "list"
+    kind: str  # "send", "list" or "conversation"
     server: str
     sent: float  # monotonic
     answered: float
@@ -125,10 +125,17 @@ class Load:
         step = 0
         while not self.stop.is_set():
             user = self.users[(worker + step) % len(self.users)]
-            server = list(self.servers)[step % len(self.servers)]
+            peer = self.users[(worker + step + 1) % len(self.users)]
+            # Inbox listings and conversation reads in turn, each on every server.
+            server = list(self.servers)[step // 2 % len(self.servers)]
             step += 1
-            await self._request(client, "list", server, "GET", "/messages", headers=user.auth,
-                                params={"recipient": user.id, "limit": 20})
+            if step % 2:
+                await self._request(client, "list", server, "GET", "/messages", headers=user.auth,
+                                    params={"recipient": user.id, "limit": 20})
+            else:
+                await self._request(client, "conversation", server, "GET",
+                                    f"/conversations/{peer.id}/messages", headers=user.auth,
+                                    params={"limit": 20})
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _request(self, client: httpx.AsyncClient, kind: str, server: str, method: str, path: str,

@@ -36,7 +36,7 @@ from chatsvc.ha.pooler import PgBouncer
 from chatsvc.migrate import migrate
 from chatsvc.testing import ServerProcess, User, require_program, sign_up_and_log_in
 from tests import PROJECT_ROOT
-from tests.failover_load import SEND_DEADLINE, Load, StreamLog
+from tests.live.failover_load import SEND_DEADLINE, Load, StreamLog
 
 ROOT = PROJECT_ROOT / ".data" / "failover"
 PROGRAMS = (("etcd", "etcd-server"), ("patroni", "patroni"), ("patronictl", "patroni"),

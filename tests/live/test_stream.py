@@ -267,18 +267,21 @@ async def test_resume_after_a_forced_disconnect_replays_exactly_the_missed_messa
         assert await stream.quiet() == []  # no duplicate at the seam, nor later
 
 
+# A message inserted by hand, in a transaction the test controls.
+RAW_INSERT = ("INSERT INTO messages (sender_id, recipient_id, content) "
+              "VALUES ($1, $2, '{\"type\": \"text\", \"text\": \"raw\"}') RETURNING id")
+
+
 async def test_commits_out_of_id_order_are_delivered_in_id_order_and_resume_exactly(pair: Pair) -> None:
     alice, bob = await make_users(pair.a, 2)
-    insert = ("INSERT INTO messages (sender_id, recipient_id, content) "
-              "VALUES ($1, $2, '{\"type\": \"text\", \"text\": \"raw\"}') RETURNING id")
     first, second = await asyncpg.connect(pair.url), await asyncpg.connect(pair.url)
     try:
         async with open_stream(pair.b, alice) as stream:
             early = first.transaction()
             await early.start()
-            smaller = await first.fetchval(insert, bob.id, alice.id)
+            smaller = await first.fetchval(RAW_INSERT, bob.id, alice.id)
             async with second.transaction():
-                larger = await second.fetchval(insert, bob.id, alice.id)
+                larger = await second.fetchval(RAW_INSERT, bob.id, alice.id)
             assert smaller < larger
             # `larger` is committed, but `smaller` may still commit: delivering `larger` now would
             # let a client resuming from it skip `smaller` for ever.
@@ -289,7 +292,7 @@ async def test_commits_out_of_id_order_are_delivered_in_id_order_and_resume_exac
             # A rolled-back id holds nothing up.
             doomed = first.transaction()
             await doomed.start()
-            gone = await first.fetchval(insert, bob.id, alice.id)
+            gone = await first.fetchval(RAW_INSERT, bob.id, alice.id)
             kept = await send(pair.a, bob, alice, "after the gap")
             await asyncio.sleep(0.2)
             await doomed.rollback()
@@ -316,8 +319,6 @@ async def test_commits_out_of_id_order_are_delivered_in_id_order_and_resume_exac
 async def test_a_smaller_id_held_by_a_newer_transaction_is_waited_for(pair: Pair) -> None:
     """The snapshot does not list a transaction whose xid is newer than the newest commit."""
     alice, bob = await make_users(pair.a, 2)
-    insert = ("INSERT INTO messages (sender_id, recipient_id, content) "
-              "VALUES ($1, $2, '{\"type\": \"text\", \"text\": \"raw\"}') RETURNING id")
     older, newer = await asyncpg.connect(pair.url), await asyncpg.connect(pair.url)
     try:
         async with open_stream(pair.b, alice) as stream:
@@ -325,8 +326,8 @@ async def test_a_smaller_id_held_by_a_newer_transaction_is_waited_for(pair: Pair
             await older_transaction.start()
             await older.fetchval("SELECT pg_current_xact_id()")  # the older xid, no id yet
             await newer_transaction.start()
-            smaller = await newer.fetchval(insert, bob.id, alice.id)  # a newer xid, the smaller id
-            larger = await older.fetchval(insert, bob.id, alice.id)
+            smaller = await newer.fetchval(RAW_INSERT, bob.id, alice.id)  # a newer xid, the smaller id
+            larger = await older.fetchval(RAW_INSERT, bob.id, alice.id)
             await older_transaction.commit()
             # The newest commit is now older than the transaction holding `smaller`: a snapshot's
             # xip does not list it, yet it may still commit.

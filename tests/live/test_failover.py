@@ -39,8 +39,6 @@ from tests import PROJECT_ROOT
 from tests.live.failover_load import SEND_DEADLINE, Load, StreamLog
 
 ROOT = PROJECT_ROOT / ".data" / "failover"
-PROGRAMS = (("etcd", "etcd-server"), ("patroni", "patroni"), ("patronictl", "patroni"),
-            ("haproxy", "haproxy"), ("pgbouncer", "pgbouncer"))
 HEALTH_INTERVAL = 0.2
 SETTINGS = {
     "CHATSVC_HEALTH_INTERVAL": str(HEALTH_INTERVAL),
@@ -74,8 +72,11 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def ha() -> Iterator[tuple[PatroniCluster, PgBouncer]]:
-    for name, package in PROGRAMS:
-        require_program(name, package)
+    require_program("etcd", "etcd-server")
+    require_program("patroni", "patroni")
+    require_program("patronictl", "patroni")
+    require_program("haproxy", "haproxy")
+    require_program("pgbouncer", "pgbouncer")
     with PatroniCluster(ROOT / "cluster") as cluster, \
             PgBouncer(ROOT / "pgbouncer", "127.0.0.1", cluster.primary_port) as pooler:
         yield cluster, pooler

@@ -46,10 +46,14 @@ MIGRATION_JOB = PROJECT_ROOT / "deploy" / "k8s" / "migration-job.yaml"
 PROJECT_VERSION = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
+def podman_env() -> dict[str, str]:
+    """The environment with the project's podman settings, unless the caller chose others."""
+    return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
+
+
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
-    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          check=False)
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
+                          env=podman_env(), check=False)
     if check:
         assert done.returncode == 0, f"podman {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
     return done
@@ -91,9 +95,8 @@ def image() -> str:
         if in_ci():
             pytest.fail(f"CI=true: {reason}", pytrace=False)
         pytest.skip(reason)
-    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
     built = subprocess.run([str(PROJECT_ROOT / "bin" / "build-image"), "--base", BASE_IMAGE, "--tag", IMAGE],
-                           capture_output=True, text=True, timeout=1200, env=env, check=False)
+                           capture_output=True, text=True, timeout=1200, env=podman_env(), check=False)
     assert built.returncode == 0, f"bin/build-image failed:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
     return IMAGE
 

@@ -22,9 +22,12 @@ SHOWN_SETTINGS = {
     # wrk stands in for an ingress: each simulated client has its own X-Forwarded-For.
     "CHATSVC_TRUSTED_PROXIES": "127.0.0.1",
     "CHATSVC_DRAIN_DELAY": "0",
+    # The profiles of the report come from the admin port's /debug/profile.
+    "CHATSVC_DEBUG_ENDPOINTS": "true",
 }
-# The fan-out measures the streams, not logins or the limiters.
-FANOUT_SETTINGS = {**NO_RATE_LIMITS, **QUIET_LOGS, "CHATSVC_DRAIN_DELAY": "0"}
+# The fan-out measures the streams, not logins or the limiters; all its streams come from here.
+FANOUT_SETTINGS = {**NO_RATE_LIMITS, **QUIET_LOGS, "CHATSVC_DRAIN_DELAY": "0",
+                   "CHATSVC_STREAM_MAX_PER_ADDRESS": "1000000"}
 READY_TIMEOUT = 90  # a server starting while the previous run's load drains
 
 

@@ -91,11 +91,15 @@ def script(kind: str, n: int, uid: int, users: int) -> str:
     if kind == "get":
         return f"\\set me {uid}\n" + pgbench_sql(queries.messages.LIST_MESSAGES, token | _GET)
     if kind == "login":
+        # The bench names are their own login key under both rules (lower-case ASCII).
+        name = f":uname{n}"
+        begin = {1: name, 2: name, 3: name, 4: name, 5: ":window"}
         new_session = {1: "sha256(random()::text::bytea)", 2: ":me", 3: ":lifetime", 4: "NULL"}
         return (
             f"\\set me {uid}\n"
-            + pgbench_sql(queries.users.USER_FOR_LOGIN, {1: f":uname{n}"})
+            + pgbench_sql(queries.login_failures.BEGIN_LOGIN, begin)
             + pgbench_sql(queries.sessions.CREATE_SESSION, new_session)
+            + pgbench_sql(queries.login_failures.LOGIN_SUCCEEDED, {1: "'#' || :me"})
         )
     raise ValueError(kind)
 
@@ -122,6 +126,7 @@ def write_scripts(
         "idle": f"{PRODUCTION.session_idle_timeout:g}",
         "touch": f"{PRODUCTION.session_touch_interval:g}",
         "lifetime": f"{PRODUCTION.session_lifetime:g}",
+        "window": f"{PRODUCTION.login_failure_window:g}",
         "start": "0",
         "limit": "100",  # the page size, as the route passes it (the statement fetches one more)
         "content": json.dumps(

@@ -354,3 +354,28 @@ async def test_the_conversation_list_pages_in_as_it_is_scrolled(
     await expect(items).to_have_count(len(friends))
     names = [text.split("\n")[0] for text in await items.all_inner_texts()]
     assert names == [friend.username for friend in reversed(friends)]
+
+
+async def test_the_keyboard_alone_opens_a_conversation_and_sends(
+    people: People, server: ServerProcess
+) -> None:
+    alice, alice_user = await people()
+    friend = await api_user(server)
+    await send_api(server, friend, alice_user, "write back with the keyboard")
+    page = alice.page
+
+    conversation = alice.conversation_with(friend.username)
+    for _ in range(10):  # Tab through the header and the list's button to the conversation
+        await page.keyboard.press("Tab")
+        if await conversation.evaluate("button => button === document.activeElement"):
+            break
+    await expect(conversation).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("textbox", name="Message")).to_be_focused()
+    await page.keyboard.type("first line")
+    await page.keyboard.press("Shift+Enter")
+    await page.keyboard.type("second line")
+    await page.keyboard.press("Enter")
+
+    await expect(alice.messages().locator("li.mine[data-id] .text")).to_have_text(["first line\nsecond line"])
+    await expect(page.get_by_role("textbox", name="Message")).to_have_value("")

@@ -11,6 +11,8 @@ import asyncio
 import os
 import re
 import shutil
+import signal
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -100,8 +102,16 @@ async def test_scrolling_up_loads_older_history_without_a_gap(people: People, se
     assert await shown_texts(person) == [f"message {n}" for n in range(130)]
 
 
+def crash(server: ServerProcess) -> None:
+    """SIGKILL: the streams drop without `event: shutdown`, as when the network goes."""
+    server.signal(signal.SIGKILL)
+    server.wait(30)
+    server.stop()
+
+
+@pytest.mark.parametrize("stop", [ServerProcess.stop, crash], ids=["drained", "killed"])
 async def test_a_server_restart_mid_conversation_loses_and_doubles_nothing(
-    people: People, server: ServerProcess
+    people: People, server: ServerProcess, stop: Callable[[ServerProcess], None]
 ) -> None:
     alice, alice_user = await people()
     bob, bob_user = await people()
@@ -110,7 +120,7 @@ async def test_a_server_restart_mid_conversation_loses_and_doubles_nothing(
     await bob.conversation_with(alice_user.username).click()
     await expect(bob.messages().locator(".text")).to_have_text(["before the restart"])
 
-    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(stop, server)
     # Sent while the server is away: shown at once as pending, delivered once it is back.
     await alice.send("while the server is away")
     await expect(alice.messages().locator("li.pending")).to_have_count(1)

@@ -84,6 +84,8 @@ async def test_hashes_refused_for_a_full_queue_are_counted(settings: Settings):
 async def test_the_fanout_lag_is_observed_for_each_new_message(client: httpx.AsyncClient, alice: User,
                                                                bob: User):
     before = sample("chatsvc_stream_fanout_lag_seconds_count")
+    sum_before = sample("chatsvc_stream_fanout_lag_seconds_sum")
+    started = time.monotonic()
     sent = await client.post("/messages", headers=alice.auth,
                              json={"recipient": bob.id, "content": {"type": "text", "text": "lag"}})
     assert sent.status_code == 201, sent.text
@@ -93,4 +95,6 @@ async def test_the_fanout_lag_is_observed_for_each_new_message(client: httpx.Asy
             break
         await asyncio.sleep(0.01)
     assert sample("chatsvc_stream_fanout_lag_seconds_count") == before + 1
-    assert sample("chatsvc_stream_fanout_lag_seconds_sum") < 10
+    # In seconds: no longer than the whole wait, however slow the machine.
+    lag = sample("chatsvc_stream_fanout_lag_seconds_sum") - sum_before
+    assert 0 <= lag <= time.monotonic() - started, lag

@@ -11,6 +11,7 @@ that database first, as the migration Job does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -246,6 +247,11 @@ async def test_the_migrations_are_applied(container: Container, database: tuple[
 # --------------------------------------------------------------------------- the running container
 
 async def test_it_serves_the_api_and_the_probes(container: Container):
+    with container_log_on_failure(container):
+        await serves_the_api_and_the_probes(container)
+
+
+async def serves_the_api_and_the_probes(container: Container) -> None:
     async with httpx.AsyncClient(base_url=container.url, timeout=10) as client:
         check = await client.get("/check")
         assert (check.status_code, check.text) == (200, "ok")
@@ -292,13 +298,16 @@ async def test_podman_stop_drains_and_exits_0_within_the_grace_period(container:
     """Last in the module: it ends the container."""
     pod, _ = deployment()
     grace = pod["terminationGracePeriodSeconds"]
+    with container_log_on_failure(container):
+        async with httpx.AsyncClient(base_url=container.url, timeout=10) as client:
+            user = await sign_up_and_log_in(client)
     async with httpx.AsyncClient(base_url=container.url, timeout=10) as client:
-        user = await sign_up_and_log_in(client)
         stopped_at = time.monotonic()
         # The image's STOPSIGNAL (SIGTERM), then SIGKILL if the grace period runs out, as kubelet does.
         stopping = asyncio.create_task(asyncio.to_thread(
             podman, "stop", "--time", str(grace), container.name, timeout=grace + 30))
-        check = await wait_for_check(client, 503, bound=5)
+        # However slowly podman gets the signal there, the drain is seen before the container ends.
+        check = await wait_for_check(client, 503, bound=grace)
         assert check.json()["error"]["code"] == "unavailable", check.text
         # Draining, and still serving: load balancers are only now noticing.
         served = await client.get("/messages", headers=user.auth, params={"recipient": user.id, "start": 0})
@@ -307,12 +316,21 @@ async def test_podman_stop_drains_and_exits_0_within_the_grace_period(container:
     elapsed = time.monotonic() - stopped_at
     report(request, f"podman stop: exited after {elapsed:.1f} s of a {grace} s grace period")
     assert container.inspect("{{.State.Running}}") == "false"
+    # Exit status 0, not 137: it ended by its own drain, before the grace period's SIGKILL.
     assert container.inspect("{{.State.ExitCode}}") == "0", container.logs()[-4000:]
-    assert elapsed < grace
     assert "draining" in container.logs()
 
 
 # --------------------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def container_log_on_failure(container: Container) -> Iterator[None]:
+    """A failed assertion (a 500, say) carries the container's log, which says why."""
+    try:
+        yield
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\ncontainer log:\n{container.logs()[-4000:]}") from failure
+
 
 async def wait_for_check(client: httpx.AsyncClient, status: int, bound: float) -> httpx.Response:
     deadline = time.monotonic() + bound

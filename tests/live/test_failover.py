@@ -34,7 +34,7 @@ import pytest
 from chatsvc.ha.cluster import PatroniCluster
 from chatsvc.ha.pooler import PgBouncer
 from chatsvc.migrate import migrate
-from chatsvc.testing import ServerProcess, User, require_program, sign_up_and_log_in
+from chatsvc.testing import ServerProcess, User, make_users, require_program
 from tests import PROJECT_ROOT
 from tests.live.failover_load import SEND_DEADLINE, Load, StreamLog
 
@@ -94,8 +94,7 @@ async def setup(ha: tuple[PatroniCluster, PgBouncer]) -> AsyncIterator[Setup]:
     try:
         for server in servers.values():
             await asyncio.to_thread(server.start)
-        async with httpx.AsyncClient(base_url=servers["pooled"].url, timeout=10) as client:
-            users = [await sign_up_and_log_in(client) for _ in range(USERS)]
+        users = await make_users(servers["pooled"], USERS)
         yield Setup(cluster, servers, users)
     finally:
         for server in servers.values():

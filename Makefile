@@ -22,7 +22,7 @@ FANOUT_ARGS ?= --streams 100 --messages 2000 --concurrency 1,8
 LINTED := src tests bin/update-readme bin/build-image bin/prometheus-rule
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-rollout fuzz lint readme screenshot prometheus-rule image base-image migrate psql clean bench bench-scale bench-smoke
+.PHONY: help install run test import-original test-rollout fuzz lint readme screenshot prometheus-rule image base-image migrate psql clean bench bench-scale bench-smoke
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -88,6 +88,10 @@ image: ## Build the container image with podman (IMAGE=chatsvc:VERSION, BASE_IMA
 
 base-image: ## Make the local base image from Debian's packages (debootstrap, as root; kept by podman)
 	bin/base-image $(LOCAL_BASE_IMAGE)
+
+import-original: $(STAMP) ## Import an abatilo/chat database: make import-original FROM=postgresql://… [ARGS=--dry-run]
+	@test -n "$(FROM)" || { echo "make import-original: set FROM to the original's database URL" >&2; exit 2; }
+	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(BIN)/chatsvc import-original --from '$(FROM)' $(ARGS)
 
 migrate: $(STAMP) ## Apply pending migrations (to DATABASE_URL, else the private PostgreSQL)
 	$(BIN)/chatsvc devdb --root $(DEVDB) exec -- $(BIN)/chatsvc migrate

@@ -16,6 +16,9 @@ Id = Annotated[int, Meta(ge=1, le=MAX_ID, examples=[1])]
 Dimension = Annotated[int, Meta(ge=1, le=32767)]
 
 USERNAME_MAX_CHARS = usernames.MAX_CHARS
+# Login compares names under no sign-up rule (accounts made under the original's log in), so only
+# a generous bound.
+LOGIN_USERNAME_MAX_CHARS = 4 * USERNAME_MAX_CHARS
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 1024
 URL_MAX_CHARS = 2048
@@ -90,7 +93,7 @@ def check_new_password(password: str, field: str) -> None:
 class LoginCredentials(Struct):
     """Body of `POST /login`: no sign-up rules, so accounts made under the original's still log in."""
 
-    username: Annotated[str, Meta(min_length=1, max_length=4 * USERNAME_MAX_CHARS,
+    username: Annotated[str, Meta(min_length=1, max_length=LOGIN_USERNAME_MAX_CHARS,
                                   extra_json_schema={"pattern": NO_NUL_PATTERN})]
     password: Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX_CHARS,
                                   extra_json_schema={"pattern": NO_NUL_PATTERN})]

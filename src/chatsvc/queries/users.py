@@ -24,11 +24,12 @@ RETURNING id
 
 # Run by queries.login_failures.BEGIN_LOGIN, which counts the attempt in the same statement.
 # By the PRECIS key ($1, NULL for a name the rule refuses), or by the old key ($2) for accounts made
-# before it; the account spelled exactly as typed ($3) first, should both exist.
+# before it; the account spelled exactly as typed ($3) first, should several exist (the original told
+# `Alice` and `alice` apart: sql/0007), else the oldest.
 USER_FOR_LOGIN = """
 SELECT id, password_hash FROM users
 WHERE (username_key = $1 AND NOT legacy_key) OR (username_key = $2 AND legacy_key)
-ORDER BY username = $3 DESC, legacy_key
+ORDER BY username = $3 DESC, legacy_key, id
 LIMIT 1
 """
 
@@ -48,7 +49,7 @@ SELECT caller.user_id AS caller, found.id, found.username
 FROM caller LEFT JOIN LATERAL (
     SELECT id, username FROM users
     WHERE (username_key = $4 AND NOT legacy_key) OR (username_key = $5 AND legacy_key)
-    ORDER BY username = $6 DESC, legacy_key
+    ORDER BY username = $6 DESC, legacy_key, id
     LIMIT 1
 ) AS found ON true
 """

@@ -11,10 +11,15 @@ import sys
 from chatsvc.bench import __doc__ as about
 from chatsvc.bench.data import private_cluster
 from chatsvc.bench.fanout import run_fanout
+from chatsvc.bench.importing import run_import_bench
 from chatsvc.bench.options import RESULTS, ROOT, BenchError, Options
-from chatsvc.bench.report import write_fanout, write_growth, write_report
+from chatsvc.bench.report import write_fanout, write_growth, write_import, write_report
 from chatsvc.bench.routes import run_bench
 from chatsvc.bench.scale import run_scale
+
+# The import section: an original's database of a million messages, one user per hundred.
+IMPORT_MESSAGES = 1_000_000
+IMPORT_SMOKE_MESSAGES = 20_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.fanout_only:
             with private_cluster() as (_, server_dsn):
                 write_fanout(run_fanout(server_dsn, opts), opts)
+        elif args.import_only:
+            messages = args.import_messages or (IMPORT_SMOKE_MESSAGES if args.smoke else IMPORT_MESSAGES)
+            with private_cluster() as (_, server_dsn):
+                write_import(run_import_bench(server_dsn, max(messages // 100, 2), messages), opts)
         elif args.report_only:
             if not RESULTS.exists():
                 raise BenchError(f"no results in {RESULTS}: run the benchmark first")
@@ -59,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--scale", action="store_true", help="only the growth section (make bench-scale)")
     mode.add_argument("--fanout-only", action="store_true", help="only the fan-out section")
+    mode.add_argument("--import-only", action="store_true",
+                      help="only the import section (make bench-import): chatsvc import-original's time")
     mode.add_argument(
         "--report-only",
         action="store_true",
@@ -73,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     fanout.add_argument("--streams", type=int, help="streams held open on process B (100)")
     fanout.add_argument("--messages", type=int, help="messages posted in each fan-out run (2000)")
     fanout.add_argument("--concurrency", help="concurrent posters, comma-separated, a run each (1,8)")
+    parser.add_argument("--import-messages", type=int,
+                        help=f"messages in the import section's original database ({IMPORT_MESSAGES:,})")
     return parser
 
 

@@ -10,6 +10,7 @@ from string import Template
 
 from chatsvc.bench import tables
 from chatsvc.bench.fanout import WARMUP, FanoutResult
+from chatsvc.bench.importing import ImportResult
 from chatsvc.bench.load import LUA_DIR
 from chatsvc.bench.options import PRODUCTION, ROOT, SCENARIOS, Options, log
 from chatsvc.bench.pgbench import USERS, script
@@ -22,7 +23,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates" / "report.md"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 README = ROOT / "README.md"
 # Sections a run keeps as they were unless it measures them: each between <!-- BEGIN/END name -->.
-TUNING, SCALE, FANOUT = "TUNING", "SCALE", "FANOUT"
+TUNING, SCALE, FANOUT, IMPORT = "TUNING", "SCALE", "FANOUT", "IMPORT"
 
 
 def render(block: str, **values: object) -> str:
@@ -35,6 +36,7 @@ def write_report(results: Results, opts: Options) -> None:
         TUNING: preserved(opts.output, TUNING, "## Hot path: changes measured\n\n(none recorded yet)"),
         SCALE: preserved(opts.output, SCALE, "## Growth\n\n`make bench-scale` has not been run yet."),
         FANOUT: fanout_section(results.fanout) if results.fanout else preserved(opts.output, FANOUT, ""),
+        IMPORT: preserved(opts.output, IMPORT, "## Moving in\n\n`make bench-import` has not been run yet."),
     }
     text = report(results, opts) + "\n\n" + "\n\n".join(_marked(k, v) for k, v in sections.items()) + "\n"
     opts.output.write_text(text)
@@ -49,6 +51,16 @@ def write_growth(growth: Growth, opts: Options) -> None:
 
 def write_fanout(result: FanoutResult, opts: Options) -> None:
     replace_section(opts.output, FANOUT, fanout_section(result))
+
+
+def write_import(result: ImportResult, opts: Options) -> None:
+    replace_section(opts.output, IMPORT, render(
+        "import",
+        messages=f"{result.messages:,}", users=f"{result.users:,}", imported=f"{result.imported:,}",
+        skipped=f"{result.skipped:,}", seconds=f"{result.import_seconds:.1f}",
+        rate=f"{result.rate:,.0f}", fill=f"{result.fill_seconds:.1f}", batch=f"{result.batch:,}",
+        postgresql=result.postgresql, load=f"{result.load:.1f}", cores=os.cpu_count(),
+    ))
 
 
 def report(results: Results, opts: Options) -> str:

@@ -54,7 +54,7 @@ _BULK_MESSAGES = """
 INSERT INTO message (sender_id, recipient_id, message_type_id, created_at)
 SELECT 1 + (n * 7919) % $2, 1 + (n * 104729) % $2, 1 + n % 3,
        timestamptz '2024-01-01' + n * interval '1.000001 second'
-FROM generate_series(1, $1) AS n
+FROM generate_series(1, $1::bigint) AS n
 """
 _BULK_CONTENT = """
 INSERT INTO text_message (message_id, text)

@@ -47,10 +47,33 @@ SEND_MESSAGE = sessions.CALLER + """, in_turn AS (
 SELECT caller.user_id AS caller, sent.id, sent.timestamp FROM caller LEFT JOIN sent ON true
 """
 
+MAX_ID = 2**63 - 1  # ids are bigint
+
+
+def bounded_by(columns: str, *, lower: tuple[str, ...], upper: tuple[str, ...]) -> str:
+    """The rows whose (`columns`, id) lie from `lower` (its last value the least id) up to `upper`
+    with any id, as two row comparisons a btree index on (`columns`, id) takes as its range, e.g.
+    bounded_by("recipient_id", lower=("$4", "$5"), upper=("$4",)). With no equality on `columns`,
+    the planner cannot treat them as constants, and only that index yields the order
+    `columns`, id: see LIST_MESSAGES."""
+    row = f"({columns}, id)"
+    return (f"{row} >= ({', '.join(lower)}) AND {row} <= ({', '.join((*upper, str(MAX_ID)))})")
+
+
 # No row: the token is not valid. Otherwise one row: the caller, the page as a JSON array, and
 # the id of the first message past it (fetched, not shown) or NULL. Only one branch runs: the
 # reader's whole inbox, or what the caller sent to `recipient`, each a range scan of its own index.
 # $6 is the page size.
+#
+# Each branch bounds and orders its rows by a row of its index's columns (bounded_by) rather than
+# by equalities and `ORDER BY id`: an equality makes those columns constants to the planner, and
+# then the primary key also yields id order. With a recipient holding most of the table, or under
+# the generic plan, where the caller and recipient are unknown, the planner would then walk the
+# primary key and filter until it found limit + 1 rows: the whole table for a caller who never
+# wrote to that recipient. Only the index yields the row order, so each branch reads about
+# limit + 1 of its entries (tests/test_listing_skew.py counts the buffers). A row comparison ends
+# the scan on its first column only, so the other branch keeps `recipient_id = $4` and compares
+# (sender_id, id), which the primary key cannot order either.
 LIST_MESSAGES = sessions.CALLER + """
 SELECT caller.user_id AS caller,
        coalesce('[' || string_agg(page.json, ',' ORDER BY page.id) FILTER (WHERE page.n <= $6) || ']',
@@ -59,12 +82,15 @@ SELECT caller.user_id AS caller,
 FROM caller LEFT JOIN LATERAL (
     SELECT id, json, row_number() OVER (ORDER BY id) AS n FROM (
         (SELECT id, """ + MESSAGE_JSON + """ AS json FROM messages
-         WHERE caller.user_id = $4 AND recipient_id = $4 AND id >= $5
-         ORDER BY id LIMIT $6 + 1)
+         WHERE caller.user_id = $4
+           AND """ + bounded_by("recipient_id", lower=("$4", "$5"), upper=("$4",)) + """
+         ORDER BY recipient_id, id LIMIT $6 + 1)
         UNION ALL
         (SELECT id, """ + MESSAGE_JSON + """ AS json FROM messages
-         WHERE caller.user_id <> $4 AND recipient_id = $4 AND sender_id = caller.user_id AND id >= $5
-         ORDER BY id LIMIT $6 + 1)
+         WHERE caller.user_id <> $4
+           AND recipient_id = $4
+           AND """ + bounded_by("sender_id", lower=("caller.user_id", "$5"), upper=("caller.user_id",)) + """
+         ORDER BY sender_id, id LIMIT $6 + 1)
     ) AS readable
 ) AS page ON true
 GROUP BY caller.user_id

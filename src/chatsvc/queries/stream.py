@@ -12,16 +12,18 @@ MESSAGES_CHANNEL = "chatsvc_messages"
 
 # What user $1 received or sent, after id $2 and up to the watermark $3: two range scans
 # (messages_recipient_id, messages_sender_id) merged by id. The `OR` form would read the user's
-# whole history into a bitmap for every page.
+# whole history into a bitmap for every page. Row comparisons, not equalities, for the reason
+# LIST_MESSAGES gives: under the generic plan the primary key would otherwise walk the table for a
+# user who sent nothing. $2 + 1 because the range starts after $2 (ids are positive, so no overflow).
 STREAM_PAGE = """
 SELECT id, json FROM (
     (SELECT id, """ + MESSAGE_JSON + """ AS json FROM messages
-     WHERE recipient_id = $1 AND id > $2 AND id <= $3
-     ORDER BY id LIMIT $4)
+     WHERE (recipient_id, id) >= ($1, $2 + 1) AND (recipient_id, id) <= ($1, $3)
+     ORDER BY recipient_id, id LIMIT $4)
     UNION ALL
     (SELECT id, """ + MESSAGE_JSON + """ AS json FROM messages
-     WHERE sender_id = $1 AND recipient_id <> $1 AND id > $2 AND id <= $3
-     ORDER BY id LIMIT $4)
+     WHERE (sender_id, id) >= ($1, $2 + 1) AND (sender_id, id) <= ($1, $3) AND recipient_id <> $1
+     ORDER BY sender_id, id LIMIT $4)
 ) AS readable
 ORDER BY id
 LIMIT $4

@@ -175,9 +175,9 @@ class Settings:
     session_user_agent_chars: int = _setting(
         "CHATSVC_SESSION_USER_AGENT_CHARS", "256", _integer(0, 8192),
         "The User-Agent recorded with a session (`GET /sessions`) is cut to this many characters.")
-    argon2_time_cost: int = _setting("CHATSVC_ARGON2_TIME_COST", "3", _integer(1, 100),
+    argon2_time_cost: int = _setting("CHATSVC_ARGON2_TIME_COST", "2", _integer(1, 100),
                                      "argon2id iterations.")
-    argon2_memory_kib: int = _setting("CHATSVC_ARGON2_MEMORY_KIB", "65536",
+    argon2_memory_kib: int = _setting("CHATSVC_ARGON2_MEMORY_KIB", "19456",
                                       _integer(8, 4 << 20), "argon2id memory, KiB.")
     argon2_parallelism: int = _setting("CHATSVC_ARGON2_PARALLELISM", "1", _integer(1, 64),
                                        "argon2id lanes.")

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.scale:
             write_growth(run_scale(opts), opts)
         elif args.fanout_only:
-            with private_cluster() as (_, server_dsn):
+            with private_cluster(durable=not opts.not_durable) as (_, server_dsn):
                 write_fanout(run_fanout(server_dsn, opts), opts)
         elif args.import_only:
             messages = args.import_messages or (IMPORT_SMOKE_MESSAGES if args.smoke else IMPORT_MESSAGES)

@@ -19,10 +19,11 @@ class Shape:
     pairs: int  # long conversations, between the users right after the hubs
     pair_messages: int
     back: int  # the "far back" page starts this many messages before a long conversation's newest
+    hot: int = 0  # messages to the last user from everyone else: a popular account's inbox
 
 
-BENCH = Shape(hubs=100, per_hub=1000, pairs=10, pair_messages=10_100, back=10_000)
-SMOKE = Shape(hubs=5, per_hub=100, pairs=2, pair_messages=400, back=300)
+BENCH = Shape(hubs=100, per_hub=1000, pairs=10, pair_messages=10_100, back=10_000, hot=300_000)
+SMOKE = Shape(hubs=5, per_hub=100, pairs=2, pair_messages=400, back=300, hot=10_000)
 # bench-scale compares latency on a small and a large table: the same conversations in both.
 SCALE = Shape(hubs=5, per_hub=1000, pairs=2, pair_messages=1000, back=500)
 
@@ -55,6 +56,14 @@ FROM generate_series(0, $2::int - 1) AS i, generate_series(1, $3::int) AS n,
 ORDER BY n, i
 """
 
+# A recipient holding a large share of the table (the last user), from senders spread over the
+# others, added after the bulk: the data a listing must stay bounded on (tests/test_listing_skew.py).
+HOT_MESSAGES = """
+INSERT INTO messages (sender_id, recipient_id, content)
+SELECT 1 + (g * 7919) % ($2::int - 1), $2::int, '{"type":"text","text":"big fan!"}'
+FROM generate_series(1, $1::int) AS g
+"""
+
 BACK_ID = """
 SELECT id FROM messages WHERE (sender_id, recipient_id) IN (($1, $2), ($2, $1))
 ORDER BY id DESC OFFSET $3 LIMIT 1
@@ -69,8 +78,10 @@ async def add_conversations(connection: asyncpg.Connection, shape: Shape, users:
         raise ValueError(f"{users} users are too few for {shape.per_hub} conversations per hub")
     await connection.execute(HUB_MESSAGES, shape.hubs, shape.per_hub, first_peer, users, timeout=None)
     await connection.execute(PAIR_MESSAGES, shape.hubs, shape.pairs, shape.pair_messages, timeout=None)
+    if shape.hot:
+        await connection.execute(HOT_MESSAGES, shape.hot, users, timeout=None)
     await connection.execute(queries.conversations.BUILD_FROM_MESSAGES, timeout=None)
-    added = shape.hubs * shape.per_hub + shape.pairs * shape.pair_messages
+    added = shape.hubs * shape.per_hub + shape.pairs * shape.pair_messages + shape.hot
     result = Conversations(shape.hubs, messages=added)
     for i in range(shape.pairs):
         a, b = shape.hubs + 2 * i + 1, shape.hubs + 2 * i + 2

@@ -17,6 +17,7 @@ import argon2
 import asyncpg
 
 from chatsvc import devdb
+from chatsvc.bench import statements
 from chatsvc.bench.conversations import Conversations, Shape, add_conversations, lua_lines
 from chatsvc.bench.options import DATA, PRODUCTION, log
 from chatsvc.testing import DatabaseFactory
@@ -57,10 +58,12 @@ class Dataset:
 
 
 @contextlib.contextmanager
-def private_cluster() -> Iterator[tuple[devdb.PrivateCluster, str]]:
-    """The bench cluster: devdb's settings, with shared_buffers large enough for the data set."""
-    devdb.SETTINGS = {**devdb.SETTINGS, "shared_buffers": "1GB", "max_connections": "300"}
-    cluster = devdb.PrivateCluster(DATA, durable=False)  # throwaway: fsync off, as BENCHMARKS.md says
+def private_cluster(*, durable: bool = True) -> Iterator[tuple[devdb.PrivateCluster, str]]:
+    """The bench cluster: devdb's settings, with shared_buffers large enough for the data set and
+    pg_stat_statements loaded. Durable (fsync and synchronous_commit on) as a deployment runs it,
+    unless `durable` is false, for a run labelled as such in the report."""
+    settings = {"shared_buffers": "1GB", "max_connections": "300", **statements.PRELOAD}
+    cluster = devdb.PrivateCluster(DATA, durable=durable, settings=settings)
     try:
         yield cluster, cluster.start()
     finally:

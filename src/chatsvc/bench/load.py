@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatsvc.bench import statements
 from chatsvc.bench.data import Dataset
 from chatsvc.bench.options import LOGS, ROOT, BenchError, Options, log
 from chatsvc.bench.procfs import cpu_seconds, cpu_split, reset_peak_rss, status_kib, tree
@@ -38,6 +39,8 @@ class Run:
     client_cpu: float | None = None
     peak_rss_mb: float | None = None  # the largest worker's peak during this run
     rss_mb: float | None = None  # the largest worker's RSS at the end of this run
+    # (calls per request, mean ms, name) of the run's costliest statements (pg_stat_statements)
+    statements: tuple[tuple[float, float, str], ...] = ()
 
     @property
     def rate(self) -> float:
@@ -47,10 +50,12 @@ class Run:
 class Meter:
     """CPU of the server's processes, of PostgreSQL's and of our own clients, and workers' peak RSS."""
 
-    def __init__(self, server: BenchServer | None, pg_pid: int) -> None:
-        self.server, self.pg_pid = server, pg_pid
+    def __init__(self, server: BenchServer | None, pg_pid: int, dsn: str | None = None) -> None:
+        self.server, self.pg_pid, self.dsn = server, pg_pid, dsn
 
     def __enter__(self) -> Meter:
+        if self.dsn:
+            statements.reset(self.dsn)
         if self.server:
             self.workers = self.server.workers()
             reset_peak_rss(self.workers)
@@ -78,6 +83,8 @@ class Meter:
             run.server_cpu = self.server_seconds * per_1000
             run.server_sys = self.server_sys_seconds * per_1000
             run.peak_rss_mb, run.rss_mb = self.peak, self.rss
+        if self.dsn:
+            run.statements = statements.top(self.dsn, run.requests)
         return run
 
 
@@ -124,7 +131,7 @@ class Load:
             self.commands[label] = shown_command(argv, env)
         if settle:
             self.settle()
-        with Meter(server if measure else None, self.pg_pid) as meter:
+        with Meter(server if measure else None, self.pg_pid, self.data.dsn if measure else None) as meter:
             proc = subprocess.run(
                 argv, env=self._env(env), capture_output=True, text=True, timeout=seconds + 120, check=False
             )

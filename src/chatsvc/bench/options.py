@@ -87,6 +87,8 @@ class Options:
     fanout_messages: int = 2000  # posted in each fan-out run
     fanout_concurrency: tuple[int, ...] = (1, 8)  # concurrent posters, one run each
     scenarios: tuple[str, ...] = tuple(SCENARIOS)
+    # 1: PostgreSQL with fsync, synchronous_commit and full_page_writes off, labelled in the report.
+    not_durable: int = 0
     output: Path = ROOT / "BENCHMARKS.md"
     workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
 

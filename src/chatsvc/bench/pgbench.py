@@ -70,7 +70,7 @@ class Pgbench:
         if label:
             self.load.commands.setdefault(f"pgbench {kind}", shown_command(argv, files, defines))
         self.load.settle()
-        with Meter(None, self.load.pg_pid) as meter:
+        with Meter(None, self.load.pg_pid, data.dsn) as meter:
             proc = subprocess.run(
                 argv, capture_output=True, text=True, timeout=seconds + 120, check=False, cwd=LOGS
             )

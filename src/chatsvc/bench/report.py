@@ -19,6 +19,12 @@ from chatsvc.bench.scale import Growth
 from chatsvc.bench.servers import shown_settings, uvicorn_argv
 from chatsvc.bench.tables import mean, num, title
 
+# How the run's PostgreSQL was set up, by BENCH_NOT_DURABLE.
+POSTGRESQL = {
+    False: "durable, as a deployment runs it (fsync, synchronous_commit and full_page_writes on)",
+    True: "**NOT DURABLE** (BENCH_NOT_DURABLE=1: fsync, synchronous_commit and full_page_writes off, "
+          "as a throwaway cluster; figures not comparable with a durable run)",
+}
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "report.md"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 README = ROOT / "README.md"
@@ -93,6 +99,7 @@ def report(results: Results, opts: Options) -> str:
         argon2_m=PRODUCTION.argon2_memory_kib,
         argon2_p=PRODUCTION.argon2_parallelism,
         messages=f"{data.messages:,}",
+        hot=f"{opts.conversations.hot:,}",
         counts=", ".join(f"{n:,} {kind}" for kind, n in data.counts.items()),
         per_inbox=data.messages // data.users,
         size=data.size,
@@ -104,6 +111,8 @@ def report(results: Results, opts: Options) -> str:
         seconds=f"{opts.seconds:g}",
         commands="\n".join(f"# {label}\n{command}" for label, command in results.commands.items()),
         routes=tables.routes(results),
+        cpu_per_request=tables.cpu_per_request(results),
+        postgresql=POSTGRESQL[bool(opts.not_durable)],
         pgbench=tables.pgbench(results),
         pgbench_users=USERS,
         post_script=script("post", 1, 1, data.users).rstrip(),

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chatsvc.bench import statements
 from chatsvc.bench.data import Dataset, postmaster_pid, prefill, private_cluster, server_version
 from chatsvc.bench.fanout import FanoutResult, run_fanout
 from chatsvc.bench.load import Load, Run
@@ -53,7 +54,7 @@ def run_bench(opts: Options) -> Results:
     LOGS.mkdir(parents=True, exist_ok=True)
     for old in LOGS.iterdir():
         old.unlink()
-    with private_cluster() as (cluster, server_dsn):
+    with private_cluster(durable=not opts.not_durable) as (cluster, server_dsn):
         with contextlib.ExitStack() as cleanup:  # the servers and the data go before the fan-out
             databases = DatabaseFactory(server_dsn, prefix="bench")
             cleanup.callback(lambda: asyncio.run(databases.drop_all()))
@@ -62,6 +63,7 @@ def run_bench(opts: Options) -> Results:
                 prefill(databases, "bench", opts.users, opts.messages, 0, opts.users, opts.conversations)
             )
             results.data = data
+            statements.install(data.dsn)
             log(f"prefilled in {data.seconds:.0f} s ({data.size})")
             load = Load(opts, data, postmaster_pid(cluster))
             cleanup.callback(load.stop_background)

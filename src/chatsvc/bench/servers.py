@@ -18,7 +18,6 @@ from chatsvc.testing import NO_RATE_LIMITS, QUIET_LOGS, SERVE, ServerProcess, fr
 
 # Production settings, except where a benchmark on one machine must differ (named in the report).
 SHOWN_SETTINGS = {
-    "CHATSVC_ACCESS_LOG": "false",
     # wrk stands in for an ingress: each simulated client has its own X-Forwarded-For.
     "CHATSVC_TRUSTED_PROXIES": "127.0.0.1",
     "CHATSVC_DRAIN_DELAY": "0",

@@ -108,6 +108,34 @@ def routes(results: Results) -> str:
     return table(header, rows)
 
 
+def cpu_per_request(results: Results) -> str:
+    """Each scenario's CPU per request in ms (app and PostgreSQL, from process CPU time, means of
+    the runs), beside pg_stat_statements' statements per request and mean time of each, and the
+    same for pgbench running the route's SQL."""
+    header = (
+        "scenario | app CPU ms/req | PostgreSQL CPU ms/req | statements (calls/req × mean ms) | "
+        "pgbench: PostgreSQL CPU ms/tx | pgbench statements (calls/tx × mean ms)"
+    )
+    rows = []
+    for key, runs in results.routes.items():
+        limit = results.pgbench.get(key, [])
+        rows.append([
+            title(key),
+            num(mean(r.server_cpu for r in runs), 3),
+            num(mean(r.pg_cpu for r in runs), 3),
+            _statements(runs[-1]) if runs else "–",
+            num(mean(p.pg_cpu for p in limit), 3) if limit else "–",
+            _statements(limit[-1]) if limit else "–",
+        ])
+    return table(header, rows)
+
+
+def _statements(run: Run) -> str:
+    """The run's costliest statements as "name calls-per-request x mean ms"."""
+    shown = [f"{name} {calls:.2f} × {ms:.3f} ms" for calls, ms, name in getattr(run, "statements", ())]
+    return "; ".join(shown).replace("|", "\\|") or "–"
+
+
 def pgbench(results: Results) -> str:
     header = (
         "SQL of | run | tps | p50 ms | p99 ms | max ms | failed | PostgreSQL CPU s/1000 | "

@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import tempfile
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -55,9 +56,12 @@ class PrivateCluster:
     data does not matter (the test suite, the benchmark); `make run`'s cluster is durable.
     """
 
-    def __init__(self, root: Path, *, durable: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, durable: bool = True, settings: Mapping[str, str] | None = None
+    ) -> None:
         self.root = Path(root).resolve()
         self.durable = durable
+        self.settings = {**SETTINGS, **(settings or {})}  # over SETTINGS, for this cluster only
         self.bindir = find_bindir()
         self._place(existing_service_user() if os.geteuid() == 0 else None)
         self.dsn: str | None = None  # set while this object has the cluster running
@@ -86,7 +90,7 @@ class PrivateCluster:
             (self.data / "postmaster.pid").unlink(missing_ok=True)
             sockdir = self._socket_dir(owner)
             port = _free_port(sockdir)
-            options = _options(sockdir, port, self.durable)
+            options = _options(sockdir, port, self.durable, self.settings)
             self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log), "-o", options)
             self._create_database(_dsn(sockdir, port, database="postgres"))
         except BaseException:
@@ -191,10 +195,10 @@ def _free_port(sockdir: Path) -> int:
     return next(port for port in range(5432, 65536) if not (sockdir / f".s.PGSQL.{port}").exists())
 
 
-def _options(sockdir: Path, port: int, durable: bool) -> str:
+def _options(sockdir: Path, port: int, durable: bool, chosen: Mapping[str, str]) -> str:
     """postgres settings for pg_ctl -o, quoted because pg_ctl hands them to /bin/sh."""
     settings = {"listen_addresses": "", "port": str(port), "unix_socket_directories": str(sockdir)}
-    settings |= SETTINGS if durable else SETTINGS | NOT_DURABLE
+    settings |= chosen if durable else {**chosen, **NOT_DURABLE}
     return " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
 
 

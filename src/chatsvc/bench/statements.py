@@ -11,7 +11,7 @@ PRELOAD = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements
 SHOWN = 3  # the statements of a run that cost most in total
 
 _TOP = """
-SELECT calls, total_exec_time / calls AS mean_ms, regexp_replace(left(query, 400), '\\s+', ' ', 'g') AS query
+SELECT calls, total_exec_time / calls AS mean_ms, regexp_replace(query, '\\s+', ' ', 'g') AS query
 FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND calls > 0
   AND query NOT LIKE '%pg_stat_statements%'
@@ -59,4 +59,6 @@ def name_of(query: str) -> str:
     for phrase, name in NAMES:
         if phrase in query:
             return name
-    return query.strip()[:60]
+    # Past the session CTE most route statements open with (sessions.CALLER), to what differs.
+    return "… " + query.split("EXISTS (SELECT FROM caller) )", 1)[1].strip()[:60] if (
+        "EXISTS (SELECT FROM caller) )" in query) else query.strip()[:60]

@@ -65,7 +65,7 @@ async def test_every_conversation_count_and_page_of_old_messages(
             await pool.execute("INSERT INTO sessions (token_hash, user_id, expires_at) "
                                "VALUES ($1, 1, now() + interval '1 hour')", token_hash)
 
-        assert await migrate(url) == [conversations_migration().name]
+        assert conversations_migration().name in await migrate(url)
 
         tokens = {user: await session_for(pool, user) for user in range(1, USERS + 1)}
         for user in range(1, USERS + 1):

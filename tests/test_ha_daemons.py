@@ -42,9 +42,15 @@ def test_stop_ends_the_whole_group(tmp_path: Path):
         if child_pid.exists() and child_pid.read_text():
             break
         time.sleep(0.05)
-    daemon.stop(timeout=5)
+    daemon.stop(timeout=30)  # SIGKILL only for a hang: the returncode says which ended it
     assert daemon.process.returncode == -signal.SIGTERM
-    assert not alive(int(child_pid.read_text())), "a process of the group outlived stop()"
+    # The child got the group's SIGTERM too; a loaded machine may take a moment to end it.
+    child = int(child_pid.read_text())
+    for _ in range(600):
+        if not alive(child):
+            break
+        time.sleep(0.05)
+    assert not alive(child), "a process of the group outlived stop()"
 
 
 def alive(pid: int) -> bool:

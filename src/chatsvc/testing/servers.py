@@ -24,6 +24,9 @@ CHEAP_HASHING = {"CHATSVC_ARGON2_TIME_COST": "1", "CHATSVC_ARGON2_MEMORY_KIB": "
 NO_RATE_LIMITS = {"CHATSVC_RATE": "0", "CHATSVC_AUTH_RATE": "0"}
 # Warnings and errors only, and no access log: for tests that do not read the log.
 QUIET_LOGS = {"CHATSVC_ACCESS_LOG": "false", "CHATSVC_LOG_LEVEL": "warning"}
+# A server started here exits at once on stop() (SIGTERM): the default 5 s drain delay, paid by every
+# server the suite stops, was minutes of a run. Tests of the drain set CHATSVC_DRAIN_DELAY themselves.
+NO_DRAIN_DELAY = {"CHATSVC_DRAIN_DELAY": "0"}
 SERVE = (sys.executable, "-m", "chatsvc", "serve")
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -101,6 +104,7 @@ class ServerProcess:
             "CHATSVC_HOST": LOOPBACK,
             "CHATSVC_PORT": str(self.port),
             "CHATSVC_ADMIN_PORT": str(self.admin_port),
+            **NO_DRAIN_DELAY,
             **(CHEAP_HASHING if cheap_hashing else {}),
             **settings,
         }

@@ -8,10 +8,10 @@ Where each bound is tested ("at": the bound itself, "past": one past it):
           test_http.py::test_a_body_of_exactly_the_limit_is_not_413_on_sign_up
     past: test_http.py::test_a_body_over_the_limit_is_413_and_closes_the_connection
 - text length, CHATSVC_MAX_TEXT_CHARS
-    both: test_messages.py::test_text_of_exactly_the_limit_is_accepted_and_one_more_is_rejected
+    both: test_message_validation.py::test_text_of_exactly_the_limit_is_accepted_and_one_more_is_rejected
 - URL length 2048
-    at:   test_messages.py::test_boundary_content_is_accepted_and_stored_as_sent[url-2048]
-    past: test_messages.py::test_invalid_content_is_rejected_naming_the_field[url-2049]
+    at:   test_message_validation.py::test_boundary_content_is_accepted_and_stored_as_sent[url-2048]
+    past: test_message_validation.py::test_invalid_content_is_rejected_naming_the_field[url-2049]
 - username length 64 at sign-up
     at:   test_users.py::test_a_64_character_username_is_accepted
     past: test_users.py::test_a_username_of_0_or_more_than_64_characters_is_rejected[65-ascii]
@@ -22,23 +22,23 @@ Where each bound is tested ("at": the bound itself, "past": one past it):
     at:   test_bounds.py::test_login_fields_at_their_bound_are_checked_not_refused
     past: test_bounds.py::test_login_fields_past_their_bound_are_400
 - page size 1000
-    at:   test_messages.py::test_a_limit_of_1000_is_allowed
-    past: test_messages.py::test_out_of_range_parameters_are_rejected_naming_them[limit-1001]
+    at:   test_message_listing.py::test_a_limit_of_1000_is_allowed
+    past: test_message_listing.py::test_out_of_range_parameters_are_rejected_naming_them[limit-1001]
 - Idempotency-Key length 255
-    at:   test_messages.py::test_a_key_of_visible_ascii_up_to_255_chars_is_accepted
-    past: test_messages.py::test_an_invalid_idempotency_key_is_rejected[256-chars]
+    at:   test_message_idempotency.py::test_a_key_of_visible_ascii_up_to_255_chars_is_accepted
+    past: test_message_idempotency.py::test_an_invalid_idempotency_key_is_rejected[256-chars]
 - X-Request-ID length 128
     at:   test_http.py::test_a_request_id_of_128_characters_is_echoed
     past: test_http.py::test_an_insane_request_id_is_replaced[129-chars]
 - image width and height 32767
-    at:   test_messages.py::test_boundary_content_is_accepted_and_stored_as_sent[size-32767]
-    past: test_messages.py::test_invalid_content_is_rejected_naming_the_field[width-32768, height-32768]
+    at:   test_message_validation.py::test_boundary_content_is_accepted_and_stored_as_sent[size-32767]
+    past: test_message_validation.py::test_invalid_content_is_rejected_naming_the_field[width-32768, height-32768]
 - ids up to 2**63 - 1: recipient and start
-    at:   test_messages.py::test_an_unknown_recipient_is_not_found_and_stores_nothing,
-          test_messages.py::test_an_unknown_recipient_yields_an_empty_list,
-          test_messages.py::test_a_start_past_the_newest_message_is_an_empty_last_page
-    past: test_messages.py::test_a_bad_recipient_is_rejected[2**63],
-          test_messages.py::test_out_of_range_parameters_are_rejected_naming_them[start-2**63]
+    at:   test_message_sending.py::test_an_unknown_recipient_is_not_found_and_stores_nothing,
+          test_message_listing.py::test_an_unknown_recipient_yields_an_empty_list,
+          test_message_listing.py::test_a_start_past_the_newest_message_is_an_empty_last_page
+    past: test_message_validation.py::test_a_bad_recipient_is_rejected[2**63],
+          test_message_listing.py::test_out_of_range_parameters_are_rejected_naming_them[start-2**63]
 - ids up to 2**63 - 1: sender
     at:   test_bounds.py::test_the_largest_sender_id_is_checked_not_refused
     past: test_bounds.py::test_a_sender_id_past_the_largest_is_400

@@ -32,7 +32,8 @@ Where each bound is tested ("at": the bound itself, "past": one past it):
     past: test_http.py::test_an_insane_request_id_is_replaced[129-chars]
 - image width and height 32767
     at:   test_message_validation.py::test_boundary_content_is_accepted_and_stored_as_sent[size-32767]
-    past: test_message_validation.py::test_invalid_content_is_rejected_naming_the_field[width-32768, height-32768]
+    past: test_message_validation.py::test_invalid_content_is_rejected_naming_the_field[width-32768,
+          height-32768]
 - ids up to 2**63 - 1: recipient and start
     at:   test_message_sending.py::test_an_unknown_recipient_is_not_found_and_stores_nothing,
           test_message_listing.py::test_an_unknown_recipient_yields_an_empty_list,

@@ -21,6 +21,9 @@ from chatsvc.testing import (
 )
 from tests import PROJECT_ROOT
 
+# Helper modules holding asserts shared by several test modules: pytest explains their failures too.
+pytest.register_assert_rewrite("tests.message_requests", "tests.live.streams")
+
 # The in-process app's settings: cheap hashing (the suite hashes hundreds of passwords), no limits.
 TEST_SETTINGS = {
     **CHEAP_HASHING,

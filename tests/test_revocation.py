@@ -1,5 +1,6 @@
 """What tells every replica that sessions were revoked: sql/0003's notifications, and how a
-process reads them (chatsvc.revocation). The streams ending is tested live in tests/live/test_stream.py."""
+process reads them (chatsvc.revocation). The streams ending is tested live in
+tests/live/test_stream_delivery.py."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import httpx
 
 from chatsvc.testing import User, assert_error, make_users
 from tests.live.conftest import Launch
-from tests.live.test_stream import BIG_TEXT_CHARS, PAIR_SETTINGS, metric, send
+from tests.live.streams import BIG_TEXT_CHARS, PAIR_SETTINGS, metric, send
 
 PER_ADDRESS = 3
 HOARDER = "203.0.113.7"  # one machine holding streams of many accounts

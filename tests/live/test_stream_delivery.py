@@ -1,202 +1,36 @@
-"""`GET /messages/stream` against real `chatsvc serve` processes: fan-out across processes through
-LISTEN/NOTIFY, lossless resume, out-of-order commits, slow readers, caps, heartbeats, the drain,
-and a database restart under a held stream.
-"""
+"""Live `GET /messages/stream` on two processes sharing one database: LISTEN/NOTIFY, lossless resume,
+out-of-order commits, slow readers, heartbeats, sessions ending and read markers."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import re
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
 import pytest
 
-from chatsvc.migrate import migrate
 from chatsvc.testing import (
-    NO_RATE_LIMITS,
-    QUIET_LOGS,
     DatabaseFactory,
     ServerProcess,
     User,
     assert_error,
     make_users,
 )
-from tests.live.conftest import Launch
-
-HEARTBEAT = 0.3
-# Streams must outlive it: it bounds a request body's arrival, not a response's length.
-READ_TIMEOUT = 1
-BUFFER = 4
-BIG_TEXT_CHARS = 200_000
-COMMON = {
-    **NO_RATE_LIMITS,
-    **QUIET_LOGS,
-    "CHATSVC_DRAIN_DELAY": "0",
-    "CHATSVC_READ_TIMEOUT": str(READ_TIMEOUT),
-}
-PAIR_SETTINGS = {
-    **COMMON,
-    "CHATSVC_STREAM_HEARTBEAT": str(HEARTBEAT),
-    "CHATSVC_STREAM_BUFFER": str(BUFFER),
-    "CHATSVC_MAX_TEXT_CHARS": str(BIG_TEXT_CHARS),
-    "CHATSVC_MAX_BODY_BYTES": str(2 * BIG_TEXT_CHARS),
-}
-# Long enough for any event that is coming to have come.
-QUIET = 0.6
-
-
-# ------------------------------------------------------------------ an SSE client
-
-
-@dataclass
-class Block:
-    """One SSE block: its fields (`id`, `event`, `data`, `retry`) and its comment lines."""
-
-    fields: dict[str, str] = field(default_factory=dict)
-    comments: list[str] = field(default_factory=list)
-
-    @property
-    def message_id(self) -> int | None:
-        return int(self.fields["id"]) if self.fields.get("event") == "message" else None
-
-    def json(self) -> object:
-        return json.loads(self.fields["data"])
-
-
-def parse_blocks(data: bytes) -> tuple[list[Block], bytes]:
-    """The complete blocks in `data`, and what is left after the last one."""
-    *complete, rest = data.split(b"\n\n")
-    blocks = []
-    for raw in complete:
-        block = Block()
-        for line in raw.decode().split("\n"):
-            if line.startswith(":"):
-                block.comments.append(line[1:].strip())
-            else:
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                block.fields[name] = block.fields[name] + "\n" + value if name in block.fields else value
-        blocks.append(block)
-    return blocks, rest
-
-
-class EventReader:
-    """Blocks of one open stream, in arrival order.
-
-    A task reads the response into a queue: a timeout must never cancel the read itself, which
-    would close httpx's byte iterator and with it the stream.
-    """
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._blocks: asyncio.Queue[Block | None] = asyncio.Queue()
-        self._pump = asyncio.create_task(self._read())
-        self.ended = False
-
-    async def _read(self) -> None:
-        rest = b""
-        try:
-            async for chunk in self.response.aiter_raw():
-                blocks, rest = parse_blocks(rest + chunk)
-                for block in blocks:
-                    self._blocks.put_nowait(block)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.StreamClosed):
-            pass
-        finally:
-            self._blocks.put_nowait(None)
-
-    async def close(self) -> None:
-        self._pump.cancel()
-        await asyncio.gather(self._pump, return_exceptions=True)
-
-    async def next(self, timeout: float) -> Block | None:
-        """The next block; None at the end of the stream; TimeoutError if none comes in time."""
-        if self.ended:
-            return None
-        async with asyncio.timeout(timeout):
-            block = await self._blocks.get()
-        self.ended = block is None
-        return block
-
-    async def messages(self, count: int, timeout: float = 10) -> list[Block]:
-        """The next `count` message events, skipping comments."""
-        found: list[Block] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < count:
-            block = await self.next(max(0.01, deadline - time.monotonic()))
-            assert block is not None, f"the stream ended after {[b.message_id for b in found]}"
-            if block.message_id is not None:
-                found.append(block)
-        return found
-
-    async def quiet(self, seconds: float = QUIET) -> list[Block]:
-        """Everything but comments that arrives within `seconds`: none, when all is well."""
-        seen: list[Block] = []
-        deadline = time.monotonic() + seconds
-        with contextlib.suppress(TimeoutError):
-            while (left := deadline - time.monotonic()) > 0:
-                block = await self.next(left)
-                if block is None:
-                    break
-                if block.fields:
-                    seen.append(block)
-        return seen
-
-
-@contextlib.asynccontextmanager
-async def open_stream(server: ServerProcess, user: User, *, last_event_id: int | None = None,
-                      since: int | None = None) -> AsyncIterator[EventReader]:
-    """A stream subscribed by the time it is yielded (its preamble has arrived)."""
-    headers = dict(user.auth)
-    if last_event_id is not None:
-        headers["Last-Event-ID"] = str(last_event_id)
-    params = {} if since is None else {"since": since}
-    async with httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(10, read=None)) as client, \
-            client.stream("GET", "/messages/stream", headers=headers, params=params) as response:
-        assert response.status_code == 200, (await response.aread()).decode()
-        assert response.headers["content-type"] == "text/event-stream"
-        assert response.headers["cache-control"] == "no-store"
-        assert response.headers["x-accel-buffering"] == "no"
-        reader = EventReader(response)
-        try:
-            preamble = await reader.next(10)
-            assert preamble is not None and preamble.fields == {"retry": "1000"}, preamble
-            yield reader
-        finally:
-            await reader.close()
-
-
-async def send(server: ServerProcess, sender: User, recipient: User, text: str) -> int:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        response = await client.post("/messages", headers=sender.auth, json={
-            "recipient": recipient.id, "content": {"type": "text", "text": text}})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-def ids(blocks: list[Block]) -> list[int]:
-    return [block.message_id for block in blocks if block.message_id is not None]
-
-
-async def metric(server: ServerProcess, name: str) -> float:
-    """A sample of the server's Prometheus text (0 when absent)."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        text = (await client.get(server.admin_url + "/metrics")).text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
+from tests.live.streams import (
+    BIG_TEXT_CHARS,
+    HEARTBEAT,
+    PAIR_SETTINGS,
+    READ_TIMEOUT,
+    ids,
+    metric,
+    open_stream,
+    parse_blocks,
+    send,
+)
 
 # ------------------------------------------------------------------ servers
 
@@ -217,11 +51,6 @@ async def pair(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFact
     b = ServerProcess(url, logs / "b.log", **PAIR_SETTINGS)
     with a, b:
         yield Pair(a, b, url)
-
-
-@pytest.fixture
-def server_settings() -> dict[str, str]:
-    return COMMON
 
 
 # ------------------------------------------------------------------ delivery
@@ -486,119 +315,3 @@ async def test_a_bad_resume_point_is_400(pair: Pair, headers: dict, params: dict
         anonymous = await client.get("/messages/stream")
     assert assert_error(response, 400, "invalid_request").startswith(message)
     assert_error(anonymous, 401, "unauthorized")
-
-
-# ------------------------------------------------------------------ caps, drain, database restart
-
-
-async def test_streams_past_the_per_user_and_per_process_caps_get_429(launch: Launch) -> None:
-    server = await launch(CHATSVC_STREAM_MAX_PER_USER="2", CHATSVC_STREAM_MAX_PER_PROCESS="3")
-    alice, bob, carol = await make_users(server, 3)
-
-    async def refused(user: User) -> httpx.Response:
-        """The answer to one more stream; a stream that opens is closed again at once."""
-        async with httpx.AsyncClient(base_url=server.url, timeout=5) as client, \
-                client.stream("GET", "/messages/stream", headers=user.auth) as response:
-            if response.status_code != 200:
-                await response.aread()
-            return response
-
-    async with contextlib.AsyncExitStack() as streams:
-        first = await streams.enter_async_context(open_stream(server, alice))
-        await streams.enter_async_context(open_stream(server, alice))
-        per_user = await refused(alice)
-        await streams.enter_async_context(open_stream(server, bob))
-        per_process = await refused(carol)
-        for response, words in ((per_user, "per user"), (per_process, "this server")):
-            assert words in assert_error(response, 429, "rate_limited")
-            assert response.headers["retry-after"] == "1"
-        # Closing a stream frees its place.
-        await first.response.aclose()
-        deadline = time.monotonic() + 5
-        while (response := await refused(carol)).status_code == 429:
-            assert time.monotonic() < deadline, "a closed stream kept its place"
-            await asyncio.sleep(0.05)
-        assert response.status_code == 200
-
-
-async def test_drain_ends_streams_with_a_shutdown_event_at_once(launch: Launch) -> None:
-    drain_delay, shutdown_timeout = 2.0, 10.0
-    server = await launch(CHATSVC_DRAIN_DELAY=str(drain_delay),
-                          CHATSVC_SHUTDOWN_TIMEOUT=str(shutdown_timeout))
-    alice, bob = await make_users(server, 2)
-    async with open_stream(server, alice) as first, open_stream(server, bob) as second:
-        signalled_at = time.monotonic()
-        server.signal(signal.SIGTERM)
-        for stream in (first, second):
-            block = await stream.next(1)
-            assert block is not None and block.fields.get("event") == "shutdown", block
-            assert await stream.next(1) is None  # and the connection closes
-        ended_after = time.monotonic() - signalled_at
-        # A stream opened during the drain delay is told the same at once.
-        async with open_stream(server, alice) as late:
-            block = await late.next(1)
-            assert block is not None and block.fields.get("event") == "shutdown", block
-    try:
-        code = await asyncio.to_thread(server.wait, drain_delay + 3)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"streams held the drain open:\n{server.log()[-3000:]}")
-    exited_after = time.monotonic() - signalled_at
-    assert ended_after < 0.5, f"streams ended only {ended_after:.2f} s after SIGTERM"
-    assert code == 0
-    # Nothing waited for the shutdown timeout: the process left right after the drain delay.
-    assert exited_after < drain_delay + 1.5, exited_after
-
-
-async def test_streams_resume_without_loss_after_a_database_restart(tmp_path: Path) -> None:
-    from chatsvc.devdb import PrivateCluster
-
-    # Not under tmp_path: when the tests run as root the cluster runs as another user, and any
-    # pytest session that starts meanwhile takes the others' access to /tmp/pytest-of-<user> away.
-    root = Path(tempfile.mkdtemp(prefix="chatsvc-stream-pg-"))
-    cluster = PrivateCluster(root, durable=False)  # throwaway: speed over crash safety
-    server = None
-    try:
-        dsn = await asyncio.to_thread(cluster.start)
-        await migrate(dsn)
-        server = ServerProcess(dsn, tmp_path / "serve.log", **COMMON, CHATSVC_HEALTH_INTERVAL="0.2",
-                               CHATSVC_DB_POOL_MIN="1").start()
-        alice, bob = await make_users(server, 2)
-        reconnects = await metric(server, "chatsvc_stream_listener_reconnects_total")
-        async with open_stream(server, alice) as stream:
-            before = await send(server, bob, alice, "before the restart")
-            assert ids(await stream.messages(1)) == [before]
-            await asyncio.to_thread(cluster.stop)
-            assert await asyncio.to_thread(cluster.start) == dsn
-            # Stored the moment the database is back, while the listener is still backing off:
-            # its notification is lost, and the stream must find it all the same.
-            direct = await asyncpg.connect(dsn)
-            try:
-                after = [await direct.fetchval(
-                    "INSERT INTO messages (sender_id, recipient_id, content) "
-                    "VALUES ($1, $2, '{\"type\": \"text\", \"text\": \"direct\"}') RETURNING id",
-                    bob.id, alice.id)]
-            finally:
-                await direct.close()
-            deadline = time.monotonic() + 30
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-                while len(after) < 4:
-                    assert time.monotonic() < deadline, server.log()[-3000:]
-                    response = await client.post("/messages", headers=bob.auth, json={
-                        "recipient": alice.id, "content": {"type": "text", "text": f"after {len(after)}"}})
-                    if response.status_code == 201:
-                        after.append(response.json()["id"])
-                    else:
-                        assert response.status_code == 503, response.text
-                        await asyncio.sleep(0.05)
-            try:
-                assert ids(await stream.messages(4, timeout=15)) == after
-            except BaseException:
-                print("SERVER LOG", server.log()[-6000:])
-                raise
-            assert await stream.quiet() == []
-        assert await metric(server, "chatsvc_stream_listener_reconnects_total") > reconnects
-    finally:
-        if server is not None:
-            server.stop()
-        await asyncio.to_thread(cluster.stop)
-        shutil.rmtree(root, ignore_errors=True)

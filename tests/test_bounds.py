@@ -4,9 +4,9 @@ Most bounds are tested beside the feature they bound; this file holds only the m
 Where each bound is tested ("at": the bound itself, "past": one past it):
 
 - body size, CHATSVC_MAX_BODY_BYTES
-    at:   test_http.py::test_a_body_of_exactly_the_limit_is_accepted,
-          test_http.py::test_a_body_of_exactly_the_limit_is_not_413_on_sign_up
-    past: test_http.py::test_a_body_over_the_limit_is_413_and_closes_the_connection
+    at:   test_body_limits.py::test_a_body_of_exactly_the_limit_is_accepted,
+          test_body_limits.py::test_a_body_of_exactly_the_limit_is_not_413_on_sign_up
+    past: test_body_limits.py::test_a_body_over_the_limit_is_413_and_closes_the_connection
 - text length, CHATSVC_MAX_TEXT_CHARS
     both: test_message_validation.py::test_text_of_exactly_the_limit_is_accepted_and_one_more_is_rejected
 - URL length 2048
@@ -28,8 +28,8 @@ Where each bound is tested ("at": the bound itself, "past": one past it):
     at:   test_message_idempotency.py::test_a_key_of_visible_ascii_up_to_255_chars_is_accepted
     past: test_message_idempotency.py::test_an_invalid_idempotency_key_is_rejected[256-chars]
 - X-Request-ID length 128
-    at:   test_http.py::test_a_request_id_of_128_characters_is_echoed
-    past: test_http.py::test_an_insane_request_id_is_replaced[129-chars]
+    at:   test_request_id.py::test_a_request_id_of_128_characters_is_echoed
+    past: test_request_id.py::test_an_insane_request_id_is_replaced[129-chars]
 - image width and height 32767
     at:   test_message_validation.py::test_boundary_content_is_accepted_and_stored_as_sent[size-32767]
     past: test_message_validation.py::test_invalid_content_is_rejected_naming_the_field[width-32768,

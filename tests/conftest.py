@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from chatsvc.app import build_app
 from chatsvc.config import Settings
+from chatsvc.openapi import build_document
 from chatsvc.resources import Resources, open_resources
 from chatsvc.testing import (
     CHEAP_HASHING,
@@ -20,9 +23,7 @@ from chatsvc.testing import (
     sign_up_and_log_in,
 )
 from tests import PROJECT_ROOT
-
-# Helper modules holding asserts shared by several test modules: pytest explains their failures too.
-pytest.register_assert_rewrite("tests.message_requests", "tests.live.streams")
+from tests.openapi_checks import client_of
 
 # The in-process app's settings: cheap hashing (the suite hashes hundreds of passwords), no limits.
 TEST_SETTINGS = {
@@ -101,3 +102,20 @@ async def bob(new_user) -> User:
 async def carol(new_user) -> User:
     return await new_user()
 
+
+# --- an app of its own and its OpenAPI document (tests/test_openapi*.py) ------------------------
+
+@pytest.fixture
+async def app(resources: Resources) -> Starlette:
+    return build_app(resources)
+
+
+@pytest.fixture
+async def api(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(app) as client:
+        yield client
+
+
+@pytest.fixture
+def document(app: Starlette, settings: Settings) -> dict[str, Any]:
+    return build_document(app.routes, settings)

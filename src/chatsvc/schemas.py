@@ -32,7 +32,7 @@ _AUTHORITY = re.compile(r"//([^/?#]*)")
 
 # The rules below that `__post_init__` checks, as JSON Schema patterns for the API document
 # (openapi.py) only; the decoder does not use them. ECMA-262's `\s` is not `str.isspace()`, so
-# the space characters are spelled out; tests/test_openapi.py proves each pattern agrees.
+# the space characters are spelled out; tests/test_openapi_patterns.py proves each pattern agrees.
 _JSON_CONTROL = r"\x00-\x1f\x7f-\x9f"
 _JSON_SPACE_OR_CONTROL = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _JSON_SCHEME_CHAR = r"A-Za-z0-9+.\-"

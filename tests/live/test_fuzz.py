@@ -163,7 +163,7 @@ def test_every_operation_was_fuzzed(live_server: ServerProcess) -> None:
         pytest.skip("counts come from test_every_response_conforms, which did not run")
     served = httpx.get(live_server.url + "/openapi.json").json()["paths"]
     # Schemathesis leaves out the operation that serves the document, and event streams are left out
-    # above; test_openapi.py checks what they answer.
+    # above; test_openapi_responses.py checks what they answer.
     labels = {f"{method.upper()} {path}" for path, item in served.items()
               for method, operation in item.items()
               if path != "/openapi.json" and not streams_forever(operation)}

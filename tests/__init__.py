@@ -8,4 +8,5 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Helper modules holding asserts shared by several test modules: pytest explains their failures too.
 pytest.register_assert_rewrite("tests.message_requests", "tests.live.streams", "tests.openapi_checks",
-                              "tests.live.prometheus_load", "tests.live.outage_requests")
+                              "tests.live.prometheus_load", "tests.live.outage_requests",
+                              "tests.session_requests")

@@ -52,7 +52,7 @@ Where each bound is tested ("at": the bound itself, "past": one past it):
 - token length 256
     both: test_tokens.py::test_the_token_is_read_from_either_form_of_the_header
 - idle timeout, CHATSVC_SESSION_IDLE_TIMEOUT
-    both: test_sessions.py::test_an_idle_session_is_401_and_stays_dead
+    both: test_session_lifetime.py::test_an_idle_session_is_401_and_stays_dead
 - profile length 1 to 60 s
     at:   test_debug.py (seconds=1 and seconds=60)
     past: test_debug.py::test_a_profile_length_outside_1_to_60_seconds_is_refused

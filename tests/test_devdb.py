@@ -22,7 +22,7 @@ from chatsvc.devdb import PrivateCluster, exec_with_database
 from chatsvc.migrate import migrate
 from chatsvc.testing import ServerProcess, free_port, sign_up_and_log_in
 from tests import PROJECT_ROOT
-from tests.live.test_drain import stored_message_ids
+from tests.live.drain_support import stored_message_ids
 
 
 @pytest.fixture(autouse=True)

@@ -67,8 +67,10 @@ def literal(value: object) -> str:
     return repr(value)
 
 
-async def buffers(pool: asyncpg.Pool, statement: str, args: tuple, *, generic: bool) -> int:
-    """Shared buffers the statement touched (hit or read), planned as a prepared statement would be."""
+async def buffers(
+        pool: asyncpg.Pool, statement: str, args: tuple, *, generic: bool, shows: str = "$4") -> int:
+    """Shared buffers the statement touched (hit or read), planned as a prepared statement would be;
+    `shows`: a parameter only a generic plan names."""
     name = f"s_{secrets.token_hex(4)}"
     async with pool.acquire() as connection, connection.transaction():
         mode = "force_generic_plan" if generic else "force_custom_plan"
@@ -79,7 +81,7 @@ async def buffers(pool: asyncpg.Pool, statement: str, args: tuple, *, generic: b
         await connection.execute(f"DEALLOCATE {name}")
     plan = json.loads(raw)[0]["Plan"]
     text = json.dumps(plan)
-    assert ("$4" in text) == generic, "the plan is not of the kind asked for"
+    assert (shows in text) == generic, "the plan is not of the kind asked for"
     return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
 
 

@@ -175,6 +175,9 @@ class Settings:
     session_user_agent_chars: int = _setting(
         "CHATSVC_SESSION_USER_AGENT_CHARS", "256", _integer(0, 8192),
         "The User-Agent recorded with a session (`GET /sessions`) is cut to this many characters.")
+    sessions_listed: int = _setting(
+        "CHATSVC_SESSIONS_LISTED", "100", _integer(1, 10_000),
+        "`GET /sessions` lists at most this many sessions: the presented one and the newest others.")
     argon2_time_cost: int = _setting("CHATSVC_ARGON2_TIME_COST", "2", _integer(1, 100),
                                      "argon2id iterations.")
     argon2_memory_kib: int = _setting("CHATSVC_ARGON2_MEMORY_KIB", "19456",

@@ -91,15 +91,17 @@ async def logout(request: Request) -> Response:
 
 @documented(Operation(
     "List the caller's sessions",
-    {200: Reply("The caller's live sessions, newest first; `current` marks the presented one. "
+    {200: Reply("The caller's live sessions, newest first, at most `CHATSVC_SESSIONS_LISTED` "
+                "(100 by default): the presented one, marked `current`, and the newest others. "
                 "`id` is a public identifier: it cannot authenticate.", SessionList)},
     authenticated=True, uses_database=True,
 ))
 async def list_sessions(request: Request) -> Response:
-    """`{"sessions": [...]}`: every live session of the caller, newest first."""
+    """`{"sessions": [...]}`: the caller's live sessions, newest first, the presented one among them."""
     resources = resources_of(request)
     digest = token_hash(request)
-    rows = await queries.sessions.sessions_of_caller(resources.pool, digest, resources.session_policy)
+    rows = await queries.sessions.sessions_of_caller(resources.pool, digest, resources.session_policy,
+                                                     limit=resources.settings.sessions_listed)
     if not rows:
         raise rejected(request, digest)
     identified(request, digest, rows[0]["caller"])

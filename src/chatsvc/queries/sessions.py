@@ -76,16 +76,25 @@ WITH lock AS (
 SELECT CASE WHEN (SELECT held FROM lock) THEN (SELECT count(*) FROM deleted) END
 """
 
-# The caller's live sessions, newest first; none at all when the token is not valid (the
-# caller's own session is live, so a valid token lists at least one).
+# The caller's live sessions, newest first, at most $4 of them: the presented one (live, or the
+# caller would be empty) and the $4 - 1 newest others, each part a range of an index, so a user
+# who logged in a hundred thousand times costs what one with $4 sessions does. None at all when
+# the token is not valid.
 SESSIONS = CALLER + """
 SELECT caller.user_id AS caller, s.public_id::text AS id,
        """ + timestamp_of("s.created_at") + """ AS created_at,
        """ + timestamp_of("s.last_seen_at") + """ AS last_seen_at,
        """ + timestamp_of("s.expires_at") + """ AS expires_at,
        s.user_agent, s.token_hash = $1 AS current
-FROM caller JOIN sessions AS s ON s.user_id = caller.user_id
-WHERE s.expires_at > now() AND s.last_seen_at > now() - make_interval(secs => $2)
+FROM caller CROSS JOIN LATERAL (
+    (SELECT * FROM sessions WHERE token_hash = $1)
+    UNION ALL
+    (SELECT * FROM sessions
+     WHERE user_id = caller.user_id AND token_hash <> $1
+       AND expires_at > now() AND last_seen_at > now() - make_interval(secs => $2)
+     ORDER BY created_at DESC, public_id
+     LIMIT $4::int - 1)
+) AS s
 ORDER BY s.created_at DESC, s.public_id
 """
 
@@ -149,10 +158,11 @@ class Revoked:
     token_hashes: list[bytes]
 
 
-async def sessions_of_caller(db: BoundedPool, token_hash: bytes,
-                             policy: SessionPolicy) -> list[asyncpg.Record]:
-    """The caller's live sessions, newest first; [] for a token that is not valid."""
-    return await db.fetch(SESSIONS, *caller_parameters(token_hash, policy))
+async def sessions_of_caller(db: BoundedPool, token_hash: bytes, policy: SessionPolicy, *,
+                             limit: int) -> list[asyncpg.Record]:
+    """The caller's live sessions, newest first, at most `limit` (the presented one always among
+    them); [] for a token that is not valid."""
+    return await db.fetch(SESSIONS, *caller_parameters(token_hash, policy), limit)
 
 
 async def revoke_session_by_id(db: BoundedPool, token_hash: bytes, policy: SessionPolicy, *,

@@ -5,20 +5,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+import asyncpg
 import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from chatsvc import queries
+from chatsvc.config import SessionPolicy
+from chatsvc.db import BoundedPool
 from chatsvc.errors import ApiError, ErrorCode, invalid_request, unauthorized
 from chatsvc.resources import resources_of
 from chatsvc.schemas import CONTENT_TYPES, encoder
 from chatsvc.tokens import token_digest
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class HasCaller(Protocol):
+    """A statement's result that names the user its token authenticated."""
+
+    @property
+    def caller(self) -> int: ...
+
+
+# What an authenticating statement finds: the caller's id itself, a result naming the caller, or
+# rows with a `caller` column; None (or no rows) when no valid session holds the token.
+Found = TypeVar("Found", bound=HasCaller | asyncpg.Record | list[asyncpg.Record] | int)
 
 _FIELD_MESSAGE = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -100,12 +116,36 @@ def token_hash(request: Request) -> bytes:
 
 async def authenticate(request: Request) -> int:
     """The caller's user id, or 401."""
+    return await as_caller(request, token_hash(request), queries.sessions.user_for_token)
+
+
+async def as_caller(
+    request: Request, digest: bytes,
+    statement: Callable[Concatenate[BoundedPool, bytes, SessionPolicy, P], Awaitable[Found | None]],
+    *args: P.args, **kwargs: P.kwargs,
+) -> Found:
+    """Run `statement` for the holder of the token `digest`: what it found, or 401 when no row came back.
+
+    The statements authenticate the token in the same round trip as their work (queries.sessions);
+    the caller they name is recorded as `identified` does.
+    """
     resources = resources_of(request)
-    digest = token_hash(request)
-    user_id = await queries.sessions.user_for_token(resources.pool, digest, resources.session_policy)
-    if user_id is None:
+    found = await statement(resources.pool, digest, resources.session_policy, *args, **kwargs)
+    if found is None or (isinstance(found, list) and not found):
         raise rejected(request, digest)
-    return identified(request, digest, user_id)
+    identified(request, digest, _caller_of(found))
+    return found
+
+
+def _caller_of(found: HasCaller | asyncpg.Record | list[asyncpg.Record] | int) -> int:
+    if isinstance(found, int):
+        return found
+    if isinstance(found, list):
+        found = found[0]  # every row names the same caller
+    if isinstance(found, asyncpg.Record):
+        caller: int = found["caller"]
+        return caller
+    return found.caller
 
 
 def identified(request: Request, digest: bytes, user_id: int) -> int:

@@ -7,19 +7,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatsvc.api.common import (
+    as_caller,
     decode,
-    identified,
     json_response,
     query_parameters,
     read_body,
-    rejected,
     token_checked_first,
     token_hash,
 )
 from chatsvc.errors import ApiError, ErrorCode, invalid_request
 from chatsvc.openapi import Operation, Reply, documented
 from chatsvc.queries import conversations as queries
-from chatsvc.resources import resources_of
 from chatsvc.schemas import (
     MAX_ID,
     ConversationList,
@@ -45,16 +43,11 @@ _PEER_UNKNOWN = "peer: no such user"
 ))
 async def list_conversations(request: Request) -> Response:
     """`{"conversations", "next_before"}`, newest activity first; `before=` pages back."""
-    resources = resources_of(request)
     digest = token_hash(request)
     async with token_checked_first(request):
         query = query_parameters(request, ConversationsQuery)
-    upto = _upper_bound(query.before)
-    listed = await queries.list_conversations(resources.pool, digest, resources.session_policy,
-                                              upto=upto, limit=query.limit)
-    if listed is None:
-        raise rejected(request, digest)
-    identified(request, digest, listed.caller)
+    listed = await as_caller(request, digest, queries.list_conversations,
+                             upto=_upper_bound(query.before), limit=query.limit)
     return json_response(ConversationList(msgspec.Raw(listed.conversations), listed.next_before))
 
 
@@ -70,7 +63,6 @@ async def list_conversations(request: Request) -> Response:
 ))
 async def conversation_messages(request: Request) -> Response:
     """The newest page, the page `before` an id or the page `after` one: `{"messages", "older", "newer"}`."""
-    resources = resources_of(request)
     digest = token_hash(request)
     async with token_checked_first(request):
         peer = _peer(request)
@@ -80,11 +72,8 @@ async def conversation_messages(request: Request) -> Response:
     # The statements take an inclusive upper bound scrolling back, an exclusive lower one catching up.
     scrolling_back = query.after is None
     bound = _upper_bound(query.before) if query.after is None else query.after
-    page = await queries.conversation_page(resources.pool, digest, resources.session_policy, peer=peer,
-                                           bound=bound, limit=query.limit, older=scrolling_back)
-    if page is None:
-        raise rejected(request, digest)
-    identified(request, digest, page.caller)
+    page = await as_caller(request, digest, queries.conversation_page, peer=peer, bound=bound,
+                           limit=query.limit, older=scrolling_back)
     if not page.peer_exists:
         raise ApiError(ErrorCode.NOT_FOUND, _PEER_UNKNOWN)
     more = page.fetched > query.limit
@@ -109,16 +98,11 @@ async def conversation_messages(request: Request) -> Response:
 ))
 async def mark_read(request: Request) -> Response:
     """Move the caller's read marker of the conversation with `peer` up to `last_read`."""
-    resources = resources_of(request)
     digest = token_hash(request)
     async with token_checked_first(request):
         peer = _peer(request)
         marker = decode(read_marker_decoder, await read_body(request))
-    marked = await queries.mark_read(resources.pool, digest, resources.session_policy, peer=peer,
-                                     message_id=marker.last_read)
-    if marked is None:
-        raise rejected(request, digest)
-    identified(request, digest, marked.caller)
+    marked = await as_caller(request, digest, queries.mark_read, peer=peer, message_id=marker.last_read)
     if marked.last_read is None or marked.unread is None:
         raise ApiError(ErrorCode.NOT_FOUND, "last_read: no such message in this conversation")
     return json_response(ReadState(marked.last_read, marked.unread))

@@ -13,13 +13,12 @@ from starlette.responses import Response
 
 from chatsvc import metrics, queries
 from chatsvc.api.common import (
+    as_caller,
     convert,
     decode,
-    identified,
     integer_or_text,
     json_response,
     read_body,
-    rejected,
     token_checked_first,
     token_hash,
 )
@@ -95,14 +94,11 @@ async def create_message(request: Request) -> Response:
                 pass
     content = encoder.encode(message.content).decode()
     try:
-        sent = await queries.messages.send_message(
-            resources.pool, digest, resources.session_policy, recipient=message.recipient, content=content,
-            idempotency_key=idempotency_key, sender=message.sender)
+        sent = await as_caller(request, digest, queries.messages.send_message, recipient=message.recipient,
+                               content=content, idempotency_key=idempotency_key, sender=message.sender)
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(ErrorCode.NOT_FOUND, "recipient: no such user") from None
-    if sent is None:
-        raise rejected(request, digest)
-    caller = identified(request, digest, sent.caller)
+    caller = sent.caller
     if message.sender is not None and message.sender != caller:
         raise ApiError(ErrorCode.FORBIDDEN, "sender: you can only send as yourself")
     if sent.id is None or sent.timestamp is None:
@@ -115,16 +111,11 @@ async def create_message(request: Request) -> Response:
 
 async def list_messages(request: Request) -> Response:
     """Authenticate and read one page in one database round trip."""
-    resources = resources_of(request)
     digest = token_hash(request)
     async with token_checked_first(request):
         query = convert(await _listing_parameters(request), ListingQuery)
-    page = await queries.messages.list_messages(resources.pool, digest, resources.session_policy,
-                                                recipient=query.recipient, start=query.start,
-                                                limit=query.page_size)
-    if page is None:
-        raise rejected(request, digest)
-    identified(request, digest, page.caller)
+    page = await as_caller(request, digest, queries.messages.list_messages, recipient=query.recipient,
+                           start=query.start, limit=query.page_size)
     # The database wrote the messages' JSON; it goes out without being parsed here.
     return json_response(MessagePage(msgspec.Raw(page.messages), page.next_start))
 

@@ -10,13 +10,12 @@ from starlette.responses import Response
 
 from chatsvc import metrics, queries
 from chatsvc.api.common import (
+    as_caller,
     authenticate,
     decode,
     forget_tokens,
-    identified,
     json_response,
     read_body,
-    rejected,
     token_checked_first,
     token_hash,
 )
@@ -98,13 +97,8 @@ async def logout(request: Request) -> Response:
 ))
 async def list_sessions(request: Request) -> Response:
     """`{"sessions": [...]}`: the caller's live sessions, newest first, the presented one among them."""
-    resources = resources_of(request)
-    digest = token_hash(request)
-    rows = await queries.sessions.sessions_of_caller(resources.pool, digest, resources.session_policy,
-                                                     limit=resources.settings.sessions_listed)
-    if not rows:
-        raise rejected(request, digest)
-    identified(request, digest, rows[0]["caller"])
+    rows = await as_caller(request, token_hash(request), queries.sessions.sessions_of_caller,
+                           limit=resources_of(request).settings.sessions_listed)
     return json_response(SessionList([
         SessionInfo(row["id"], row["created_at"], row["last_seen_at"], row["expires_at"],
                     row["user_agent"], row["current"]) for row in rows]))
@@ -118,17 +112,12 @@ async def list_sessions(request: Request) -> Response:
 ))
 async def revoke_session(request: Request) -> Response:
     """Revoke the caller's session `id` (the presented one included, if it is that one)."""
-    resources = resources_of(request)
     digest = token_hash(request)
     async with token_checked_first(request):
         public_id = _public_session_id(request.path_params["id"])
         if public_id is None:
             raise ApiError(ErrorCode.NOT_FOUND, "id: no such session")
-    revoked = await queries.sessions.revoke_session_by_id(resources.pool, digest, resources.session_policy,
-                                                          public_id=public_id)
-    if revoked is None:
-        raise rejected(request, digest)
-    identified(request, digest, revoked.caller)
+    revoked = await as_caller(request, digest, queries.sessions.revoke_session_by_id, public_id=public_id)
     if not revoked.token_hashes:
         raise ApiError(ErrorCode.NOT_FOUND, "id: no such session")
     forget_tokens(request, revoked.token_hashes)
@@ -143,12 +132,7 @@ async def revoke_session(request: Request) -> Response:
 ))
 async def logout_all(request: Request) -> Response:
     """Revoke every session of the caller."""
-    resources = resources_of(request)
-    digest = token_hash(request)
-    revoked = await queries.sessions.revoke_all_sessions(resources.pool, digest, resources.session_policy)
-    if revoked is None:
-        raise rejected(request, digest)
-    identified(request, digest, revoked.caller)
+    revoked = await as_caller(request, token_hash(request), queries.sessions.revoke_all_sessions)
     forget_tokens(request, revoked.token_hashes)
     return Response(status_code=204)
 

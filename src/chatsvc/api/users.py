@@ -8,12 +8,11 @@ from starlette.responses import Response
 
 from chatsvc import queries, usernames
 from chatsvc.api.common import (
+    as_caller,
     decode,
     forget_tokens,
-    identified,
     json_response,
     read_body,
-    rejected,
     token_checked_first,
     token_hash,
 )
@@ -77,18 +76,13 @@ async def create_user(request: Request) -> Response:
 
 
 async def find_users(request: Request) -> Response:
-    resources = resources_of(request)
     digest = token_hash(request)
     async with token_checked_first(request):
         name, ids = _lookup(request)
-    pool, policy = resources.pool, resources.session_policy
     if name is not None:
-        rows = await queries.users.user_by_name(pool, digest, policy, name=name)
+        rows = await as_caller(request, digest, queries.users.user_by_name, name=name)
     else:
-        rows = await queries.users.users_by_id(pool, digest, policy, ids=ids)
-    if not rows:
-        raise rejected(request, digest)
-    identified(request, digest, rows[0]["caller"])
+        rows = await as_caller(request, digest, queries.users.users_by_id, ids=ids)
     return json_response(UserList([UserSummary(row["id"], row["username"])
                                    for row in rows if row["id"] is not None]))
 
@@ -100,13 +94,8 @@ async def find_users(request: Request) -> Response:
 ))
 async def me(request: Request) -> Response:
     """`{"id", "username", "created_at"}` of the caller."""
-    resources = resources_of(request)
-    digest = token_hash(request)
-    row = await queries.users.me(resources.pool, digest, resources.session_policy)
-    if row is None:
-        raise rejected(request, digest)
-    caller = identified(request, digest, row["caller"])
-    return json_response(Me(caller, row["username"], row["created_at"]))
+    row = await as_caller(request, token_hash(request), queries.users.me)
+    return json_response(Me(row["caller"], row["username"], row["created_at"]))
 
 
 @documented(Operation(
@@ -125,10 +114,8 @@ async def change_password(request: Request) -> Response:
     async with token_checked_first(request):
         change = decode(password_change_decoder, await read_body(request))
     # Two round trips: the stored hash must be read before the password can be checked against it.
-    row = await queries.users.password_hash(resources.pool, digest, resources.session_policy)
-    if row is None:
-        raise rejected(request, digest)
-    caller = identified(request, digest, row["caller"])
+    row = await as_caller(request, digest, queries.users.password_hash)
+    caller: int = row["caller"]
     verdict = await resources.passwords.verify(row["password_hash"], change.current_password)
     if not verdict.ok:
         raise ApiError(ErrorCode.FORBIDDEN, "current_password: wrong password")

@@ -2,17 +2,17 @@
 
 A notification only says "messages for users X and Y may exist"; each stream then reads the
 database from its own cursor, so the database stays the one source of truth. What a stream may
-read is bounded by the *watermark*: the largest id below which no message can still commit.
+read is bounded by the *watermark* (chatsvc.horizon): the largest id below which no message can
+still commit.
 
-Ids come from a sequence, so two inserts can commit out of order: 11 can be visible while 10 is
-still in flight. Had a stream delivered 11, a client resuming with `Last-Event-ID: 11` would never
-see 10. So an id is delivered only once it is settled. The newest id M seen in a snapshot S is
-settled when every transaction in progress in S has ended: sql/0002 makes each transaction take
-its xid before its id, so whoever holds an id below M had an xid before S and was in progress in S:
-listed in it, or, having taken its xid after the newest commit (at or past S's xmax, which a
-snapshot does not list), among the backends' xids read right after S. A transaction that runs
-long without touching `messages` (found in `pg_locks`) holds no id and is not waited for. Xids are
-compared as 32-bit values, the form `pg_stat_activity` and `pg_locks` show.
+A process looks at the database only for the streams it holds: a notification concerning none of
+them is dropped without a look, so the fan-out's database work does not grow with the number of
+processes. The watermark then lags behind what committed, which is safe (a stream reads up to it,
+never past it). A new subscription makes up for the notifications dropped before it: it waits for
+the first look *begun* after it subscribed and is woken once the watermark reaches the newest id
+that look saw. Every message whose notification had arrived committed before that look began, so
+its id is at most that one. A stream opened without a resume point starts at the watermark that
+same look leaves (`Fanout.starting_point`): whatever commits after it has a larger id.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import contextlib
 import heapq
 import logging
 import time
-from dataclasses import dataclass
 
 import asyncpg
 
 from chatsvc import metrics, queries, revocation
 from chatsvc.config import Settings
 from chatsvc.db import UNAVAILABLE_ERRORS
+from chatsvc.horizon import XID32, Horizon, in_progress
 from chatsvc.revocation import Revocations
 
 log = logging.getLogger("chatsvc.fanout")
@@ -40,84 +40,12 @@ SETTLE_POLL_MIN_SECONDS = 0.001
 SETTLE_POLL_MAX_SECONDS = 0.025
 # A transaction still in progress after this long is asked whether it writes `messages` at all.
 WRITER_CHECK_AFTER_SECONDS = 0.1
-# Candidates kept at once; past it the newest is replaced, which only settles it a little later.
-MAX_CANDIDATES = 256
 # Notifications held for routing while the watermark lags; past it every stream is woken instead.
 MAX_PENDING_EVENTS = 100_000
-_XID32 = 0xFFFF_FFFF
 # Errors that mean "the listener connection is gone or unusable": reconnect.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     *UNAVAILABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, OSError)
-
-
-def in_progress(snapshot: str) -> set[int]:
-    """The xids a `pg_current_snapshot()` text ("xmin:xmax:xip,…") lists as in progress."""
-    listed = snapshot.split(":")[2]
-    return {int(xid) for xid in listed.split(",")} if listed else set()
-
-
-@dataclass(slots=True)
-class _Candidate:
-    max_id: int
-    waiting: set[int]  # xids in progress when `max_id` was the newest visible id
-    seen_at: float
-    wake_all: bool
-
-
-class Horizon:
-    """The settled watermark, advanced by looks at the database (pure bookkeeping, no I/O)."""
-
-    def __init__(self) -> None:
-        self.watermark = 0
-        self._candidates: list[_Candidate] = []
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._candidates)
-
-    def oldest_wait(self, now: float) -> float:
-        return now - self._candidates[0].seen_at if self._candidates else 0.0
-
-    def waiting(self) -> set[int]:
-        return set().union(*(candidate.waiting for candidate in self._candidates))
-
-    def observe(self, max_id: int, running: set[int], now: float,
-                wake_all: bool = False) -> tuple[bool, bool]:
-        """One snapshot: (the watermark moved, every stream must look)."""
-        for candidate in self._candidates:
-            candidate.waiting &= running
-        newest = self._candidates[-1] if self._candidates else None
-        if max_id > (newest.max_id if newest else self.watermark):
-            candidate = _Candidate(max_id, set(running), now, wake_all)
-            if len(self._candidates) >= MAX_CANDIDATES:
-                # The new candidate settles every id the replaced one would have.
-                replaced = self._candidates.pop()
-                candidate.wake_all |= replaced.wake_all
-                candidate.seen_at = replaced.seen_at
-            self._candidates.append(candidate)
-        elif wake_all:
-            if newest is None:
-                moved, _ = self._settle()
-                return moved, True  # every visible id is already settled
-            newest.wake_all = True
-        return self._settle()
-
-    def discard(self, xids: set[int]) -> tuple[bool, bool]:
-        """Stop waiting for transactions known to hold no message id."""
-        for candidate in self._candidates:
-            candidate.waiting -= xids
-        return self._settle()
-
-    def _settle(self) -> tuple[bool, bool]:
-        # A settled candidate settles every older one too: all ids below its own are final.
-        last = max((i for i, c in enumerate(self._candidates) if not c.waiting), default=None)
-        if last is None:
-            return False, False
-        settled, self._candidates = self._candidates[:last + 1], self._candidates[last + 1:]
-        moved = settled[-1].max_id > self.watermark
-        self.watermark = max(self.watermark, settled[-1].max_id)
-        return moved, any(candidate.wake_all for candidate in settled)
 
 
 class TooManyStreams(Exception):
@@ -128,8 +56,8 @@ class Subscription:
     """One open stream's registration: `wake` is set whenever it should read the database or
     send a notice, `revoked` once its session (the token of SHA-256 `digest`) was revoked."""
 
-    __slots__ = ("_fanout", "address", "closed", "digest", "notices", "overflowed", "revoked", "user_id",
-                 "wake")
+    __slots__ = ("_fanout", "address", "closed", "digest", "first_look", "notices", "overflowed", "revoked",
+                 "settled_at_start", "user_id", "wake")
 
     def __init__(self, fanout: Fanout, user_id: int, digest: bytes, address: str) -> None:
         self._fanout = fanout
@@ -144,6 +72,9 @@ class Subscription:
         # the stream buffer: a stream that lets more pile up is cut as a slow reader.
         self.notices: list[bytes] = []
         self.overflowed = False
+        # The first look begun after it subscribed (Fanout._looks_begun + 1): see the module's doc.
+        self.first_look = fanout._looks_begun + 1
+        self.settled_at_start = fanout.watermark  # its first read goes at least this far
 
     def notify(self, event: bytes, bound: int) -> None:
         if len(self.notices) >= bound:
@@ -176,6 +107,15 @@ class Fanout:
         self._pending: list[tuple[int, int, int, float]] = []
         self._wake_all_pending = False
         self.revocations = Revocations()
+        # Looks begun and looks completed, counted; `_looked` is set (and replaced) after each one.
+        self._looks_begun = 0
+        self._looks_done = 0
+        self._looked = asyncio.Event()
+        # Subscriptions waiting for their first look, and (id, n, subscription) to wake once the
+        # watermark reaches id: the notifications dropped before they subscribed.
+        self._new: list[Subscription] = []
+        self._wake_at: list[tuple[int, int, Subscription]] = []
+        self._wake_at_count = 0
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -186,6 +126,11 @@ class Fanout:
     @property
     def open_streams(self) -> int:
         return self._count
+
+    @property
+    def looks(self) -> int:
+        """Looks at the database begun so far (the horizon query), for tests and benchmarks."""
+        return self._looks_begun
 
     async def start(self) -> None:
         """Start listening; wait (up to `CHATSVC_DB_TIMEOUT`) for the first watermark."""
@@ -224,7 +169,21 @@ class Fanout:
         self._per_address[address] = self._per_address.get(address, 0) + 1
         self._count += 1
         metrics.STREAMS_OPEN.inc()
+        self._new.append(subscription)
+        self._kick.set()
         return subscription
+
+    async def starting_point(self, subscription: Subscription) -> int:
+        """Where a stream without a resume point starts: the watermark after the subscription's
+        first look. Ids at or below it had all ended when that look began; the stream was
+        registered before, so it hears of every message committing later. Should the look not
+        come within `CHATSVC_DB_TIMEOUT`, the watermark as it stands: older, so it only replays
+        a few messages more."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.db_timeout):
+                while self._looks_done < subscription.first_look:
+                    await self._looked.wait()
+        return self.watermark
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         streams = self._streams.get(subscription.user_id)
@@ -268,8 +227,9 @@ class Fanout:
     def _on_notification(self, connection: object, pid: int, channel: str, payload: object) -> None:
         payload = str(payload)  # asyncpg passes the notification's text
         if payload == "*":
-            self._wake_all_pending = True
-            self._kick.set()
+            if self._count:  # else nobody here to wake; a later subscription catches up itself
+                self._wake_all_pending = True
+                self._kick.set()
             return
         try:
             events = [tuple(int(part) for part in item.split(":")) for item in payload.split()]
@@ -284,9 +244,10 @@ class Fanout:
             if message_id <= self.watermark:
                 self._wake(sender, recipient)
                 metrics.STREAM_FANOUT_LAG.observe(0.0)
-            else:
+            elif sender in self._streams or recipient in self._streams:
                 heapq.heappush(self._pending, (message_id, sender, recipient, now))
                 self._kick.set()
+            # Else no stream here reads it: no look (a stream opened later catches up by itself).
         if len(self._pending) > MAX_PENDING_EVENTS:
             self._pending.clear()
             self._wake_all_pending = True
@@ -349,28 +310,38 @@ class Fanout:
     async def _look(self, connection: asyncpg.Connection) -> None:
         """Read the newest id and the transactions in progress; deliver what became settled."""
         wake_all, self._wake_all_pending = self._wake_all_pending, False
+        self._looks_begun += 1
+        generation, new, self._new = self._looks_begun, self._new, []
         try:
             row = await connection.fetchrow(queries.stream.MESSAGES_HORIZON, timeout=self.settings.db_timeout)
             assert row is not None  # an aggregate without GROUP BY returns exactly one row
             now = time.monotonic()
-            running = {xid & _XID32 for xid in in_progress(row["snapshot"])} | set(row["assigned"])
-            moved, everyone = self.horizon.observe(row["max_id"], running, now, wake_all)
+            running = {xid & XID32 for xid in in_progress(row["snapshot"])} | set(row["assigned"])
+            _, everyone = self.horizon.observe(row["max_id"], running, now, wake_all)
             if self.horizon.pending and self.horizon.oldest_wait(now) >= WRITER_CHECK_AFTER_SECONDS:
                 writers = set(await connection.fetchval(queries.stream.MESSAGE_WRITERS,
                                                         timeout=self.settings.db_timeout))
-                idle = {xid for xid in self.horizon.waiting() if xid & _XID32 not in writers}
-                more_moved, more_everyone = self.horizon.discard(idle)
-                moved, everyone = moved or more_moved, everyone or more_everyone
+                idle = {xid for xid in self.horizon.waiting() if xid & XID32 not in writers}
+                everyone |= self.horizon.discard(idle)[1]
         except BaseException:
             self._wake_all_pending |= wake_all
+            self._new = new + self._new
             raise
-        if moved or everyone:
-            self._deliver(everyone)
+        for subscription in new:
+            if not subscription.closed and row["max_id"] > subscription.settled_at_start:
+                self._wake_at_count += 1
+                heapq.heappush(self._wake_at, (row["max_id"], self._wake_at_count, subscription))
+        self._looks_done = generation
+        looked, self._looked = self._looked, asyncio.Event()
+        looked.set()
+        self._deliver(everyone)
         if not self.horizon.pending:
             self.ready.set()
 
     def _deliver(self, everyone: bool) -> None:
         now = time.monotonic()
+        while self._wake_at and self._wake_at[0][0] <= self.watermark:
+            heapq.heappop(self._wake_at)[2].wake.set()
         while self._pending and self._pending[0][0] <= self.watermark:
             _, sender, recipient, notified_at = heapq.heappop(self._pending)
             metrics.STREAM_FANOUT_LAG.observe(now - notified_at)

@@ -84,12 +84,16 @@ async def stream_messages(request: Request) -> Response | EventStream:
     if request.method == "HEAD":
         return Response(headers={name.decode(): value.decode() for name, value in HEADERS})
     fanout = resources.fanout
-    if since is None:
-        if not fanout.ready.is_set():
-            raise unavailable("real-time delivery is reconnecting to the database; retry shortly")
-        since = fanout.watermark
+    if since is None and not fanout.ready.is_set():
+        raise unavailable("real-time delivery is reconnecting to the database; retry shortly")
     address = client_bucket(client_address(request.scope, resources.settings.trusted_proxies))
     subscription = fanout.subscribe(caller, token_hash(request), address)  # 429 past the caps
+    if since is None:
+        try:
+            since = await fanout.starting_point(subscription)
+        except BaseException:
+            subscription.close()
+            raise
     return EventStream(resources, subscription, since)
 
 

@@ -31,7 +31,7 @@ from chatsvc.ha.daemons import (
     render,
     wait_until,
 )
-from chatsvc.testing import free_port
+from chatsvc.ports import free_port
 
 DATABASE = "chatsvc"
 NODES = ("node1", "node2")

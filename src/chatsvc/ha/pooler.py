@@ -7,7 +7,7 @@ from pathlib import Path
 
 from chatsvc.devdb import find_bindir, server_home
 from chatsvc.ha.daemons import Daemon, chown, program, reap, render, wait_until
-from chatsvc.testing import free_port
+from chatsvc.ports import free_port
 
 # PgBouncer 1.18 looks users up in this file even with auth_type trust; the password is unused.
 AUTH_FILE = '"postgres" ""\n'

@@ -10,7 +10,7 @@ Databases
                                  server and returns its URL; `await drop_all()` drops them all.
 
 Servers
-    `free_port()`                a free loopback TCP port.
+    `free_port()`                a free loopback TCP port (from chatsvc.ports, which the runtime uses too).
     `CHEAP_HASHING`, `NO_RATE_LIMITS`, `QUIET_LOGS`
                                  settings a test server usually wants (the first is the default).
     `ServerProcess(database_url, log_path, **settings)`
@@ -45,12 +45,12 @@ Checks
                                  the Debian package to install, or fails when CI=true.
 """
 
+from chatsvc.ports import LOOPBACK, free_port
 from chatsvc.testing.checks import assert_error, in_ci, media_type, require_program
 from chatsvc.testing.clients import CLIENT_TIMEOUT, User, base_url, client_for, make_users, sign_up_and_log_in
 from chatsvc.testing.databases import DatabaseFactory, postgres_server, with_database
 from chatsvc.testing.servers import (
     CHEAP_HASHING,
-    LOOPBACK,
     NO_RATE_LIMITS,
     QUIET_LOGS,
     READY_TIMEOUT,
@@ -58,7 +58,6 @@ from chatsvc.testing.servers import (
     STOP_TIMEOUT,
     ServerProcess,
     descendants,
-    free_port,
     in_group,
     kill_if_same,
     serving,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,9 +14,9 @@ from typing import IO, Any
 
 import httpx
 
+from chatsvc.ports import LOOPBACK, free_port
 from chatsvc.testing.databases import DatabaseFactory
 
-LOOPBACK = "127.0.0.1"
 # Argon2 at its cheapest: suites and load runs hash hundreds of passwords.
 CHEAP_HASHING = {"CHATSVC_ARGON2_TIME_COST": "1", "CHATSVC_ARGON2_MEMORY_KIB": "64"}
 # For tests of something else than the limiters: they would only turn requests into 429s.
@@ -30,13 +29,6 @@ NO_DRAIN_DELAY = {"CHATSVC_DRAIN_DELAY": "0"}
 SERVE = (sys.executable, "-m", "chatsvc", "serve")
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nothing listens on now (the kernel's pick)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def start_time(pid: int) -> str | None:

@@ -1,7 +1,8 @@
 """Conversation listings read a bounded number of buffers whatever the data looks like.
 
 The data is skewed on purpose: one account in most conversations and receiving most of the
-table, one long conversation, a caller who never wrote to that account. Each listing is run
+table (its own long conversation spread through its inbox, paged 10,000 back), one long
+conversation, a caller who never wrote to that account. Each listing is run
 under EXPLAIN (ANALYZE, BUFFERS), with the custom plan and with the generic plan a prepared
 statement switches to, and the buffers it touched are asserted: a plan that walks a user's
 inbox or the table instead of a range of the right index fails here.
@@ -25,6 +26,8 @@ from tests.db_sessions import POLICY, session_for
 IDLE, TOUCH = POLICY.idle_timeout, POLICY.touch_interval
 HOT = 1  # in a conversation with almost everyone, and the recipient of most messages
 HOT_PEERS = 1200
+HOT_TALKER, HOT_TALK = 2, 12_000  # HOT's longest conversation, its messages among HOT's inbox
+BACK = 10_000  # the page "far back" from the newest, as in the benchmark
 TALKERS = (2001, 2002)  # one long conversation
 LONG = 30_000
 STRANGER = 2500  # never wrote to HOT, and nobody wrote to them
@@ -41,10 +44,18 @@ async def skewed(databases: DatabaseFactory) -> AsyncIterator[asyncpg.Pool]:
                        "SELECT 'u' || g, 'u' || g, 'x' FROM generate_series(1, $1) g", USERS)
     # Rows go in as a bulk load would; the conversation rows are then built as sql/0003 builds
     # them for an existing table (tests/test_conversations_migration.py proves that build).
+    # HOT's inbox, with its long conversation with HOT_TALKER spread through it.
     await pool.execute("""
         INSERT INTO messages (sender_id, recipient_id, content)
-        SELECT 2 + g % $1, $2, '{"type":"text","text":"to the hot account"}'
-        FROM generate_series(1, 60000) g""", HOT_PEERS, HOT)
+        SELECT sender_id, recipient_id, content::json FROM (
+            SELECT 6 * g::bigint AS k, 2 + g % $1 AS sender_id, $2::bigint AS recipient_id,
+                   '{"type":"text","text":"to the hot account"}' AS content
+            FROM generate_series(1, 60000) g
+            UNION ALL
+            SELECT 6 * 60000 * g::bigint / $4 + 1, CASE WHEN g % 2 = 0 THEN $2 ELSE $3 END,
+                   CASE WHEN g % 2 = 0 THEN $3 ELSE $2 END, '{"type":"text","text":"hot talk"}'
+            FROM generate_series(1, $4) g
+        ) AS rows ORDER BY k""", HOT_PEERS, HOT, HOT_TALKER, HOT_TALK)
     await pool.execute("""
         INSERT INTO messages (sender_id, recipient_id, content)
         SELECT CASE WHEN g % 3 = 0 THEN $2::bigint ELSE $1 END,
@@ -99,7 +110,7 @@ async def test_a_page_of_conversations_reads_a_bounded_number_of_buffers(
     token_hash = await session_for(skewed, user)
     upto = MAX_ID if where == "newest" else await skewed.fetchval(
         "SELECT last_message_id FROM conversations WHERE $1 IN (low_id, high_id) "
-        "ORDER BY last_message_id LIMIT 1 OFFSET 60", user) or MAX_ID
+        "ORDER BY last_message_id DESC LIMIT 1 OFFSET 1000", user) or MAX_ID
     touched = await buffers(skewed, sql.LIST_CONVERSATIONS, (token_hash, IDLE, TOUCH, upto, PAGE),
                             generic=generic)
     # Per conversation shown: its row, the peer's name and the last message, each a probe.
@@ -110,18 +121,24 @@ async def test_a_page_of_conversations_reads_a_bounded_number_of_buffers(
 @pytest.mark.parametrize(("caller", "peer"), [
     (TALKERS[0], TALKERS[1]),  # a long conversation
     (STRANGER, HOT),  # never written to an account that holds most of the table
-    (HOT, 2),  # the hot account and one of its many peers
+    (HOT, HOT_TALKER),  # the hot account and its long conversation, inside its inbox
+    (HOT, 3),  # the hot account and one of its many peers
     (HOT, STRANGER),
 ])
-@pytest.mark.parametrize("where", ["newest", "before far back", "after far back", "after the end"])
+@pytest.mark.parametrize("where", ["newest", "10,000 back", "before far back", "after far back",
+                                   "after the end"])
 async def test_a_page_of_a_conversation_reads_a_bounded_number_of_buffers(
         skewed: asyncpg.Pool, caller: int, peer: int, where: str, generic: bool) -> None:
     token_hash = await session_for(skewed, caller)
     far_back = await skewed.fetchval(
         "SELECT id FROM messages WHERE (sender_id, recipient_id) IN (($1, $2), ($2, $1)) "
         "ORDER BY id LIMIT 1 OFFSET 100", caller, peer) or 100
+    back = await skewed.fetchval(
+        "SELECT id FROM messages WHERE (sender_id, recipient_id) IN (($1, $2), ($2, $1)) "
+        "ORDER BY id DESC LIMIT 1 OFFSET $3", caller, peer, BACK) or MAX_ID
     statement, bound = {
         "newest": (sql.OLDER_MESSAGES, MAX_ID),
+        "10,000 back": (sql.OLDER_MESSAGES, back),
         "before far back": (sql.OLDER_MESSAGES, far_back),
         "after far back": (sql.NEWER_MESSAGES, far_back),
         "after the end": (sql.NEWER_MESSAGES, MAX_ID - 1),
@@ -171,3 +188,19 @@ async def test_the_hot_accounts_conversations_page_by_page(skewed: asyncpg.Pool)
         assert listed.next_before == page[-1]["last_message"]["id"]
         upto = listed.next_before - 1
     assert sorted(peers) == list(range(2, 2 + HOT_PEERS))
+
+
+async def test_the_data_is_as_skewed_as_the_plan_tests_need(skewed: asyncpg.Pool) -> None:
+    """The "10,000 back" and "far back" cases above fall back to the newest page when a
+    conversation is short; the ones that matter must not be short."""
+    talk = await skewed.fetchrow(
+        "SELECT count(*) AS n, min(id) AS first, max(id) AS last FROM messages "
+        "WHERE (sender_id, recipient_id) IN (($1, $2), ($2, $1))", HOT, HOT_TALKER)
+    assert talk["n"] > BACK
+    inbox_within = await skewed.fetchval(
+        "SELECT count(*) FROM messages "
+        "WHERE recipient_id = $1 AND sender_id <> $2 AND id BETWEEN $3 AND $4",
+        HOT, HOT_TALKER, talk["first"], talk["last"])
+    assert inbox_within > 4 * talk["n"]  # the talk is spread through the hot account's inbox
+    conversations = "SELECT count(*) FROM conversations WHERE $1 IN (low_id, high_id)"
+    assert await skewed.fetchval(conversations, HOT) > 1000

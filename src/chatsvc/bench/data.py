@@ -18,7 +18,14 @@ import asyncpg
 
 from chatsvc import devdb
 from chatsvc.bench import statements
-from chatsvc.bench.conversations import Conversations, Shape, add_conversations, lua_lines
+from chatsvc.bench.conversations import (
+    Conversations,
+    Shape,
+    add_conversations,
+    check_conversations,
+    indexes_dropped,
+    lua_lines,
+)
 from chatsvc.bench.options import DATA, PRODUCTION, log
 from chatsvc.testing import DatabaseFactory
 
@@ -40,6 +47,9 @@ SELECT now() - make_interval(secs => (($1::int - i) * 0.25)::float8),
         END)::json
 FROM (SELECT i, random() AS r FROM generate_series(1, $1::int) AS i) AS s
 """
+
+# Conversation rows of random pairs compared with sql/0006's backfill after each prefill.
+CHECKED_CONVERSATIONS = 1000
 
 
 @dataclass
@@ -114,20 +124,15 @@ async def prefill(
         )
         await connection.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), $1)", users)
         # Bulk load without the secondary indexes, then build them exactly as the migration did.
-        indexes = await connection.fetch(
-            "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS definition"
-            " FROM pg_index WHERE indrelid = 'messages'::regclass AND NOT indisprimary"
-        )
-        for index in indexes:
-            await connection.execute(f"DROP INDEX {index['name']}")
         log(f"inserting {messages:,} messages into {name}")
-        await connection.execute(INSERT_MESSAGES, messages, users, recipients, timeout=None)
-        for index in indexes:
-            await connection.execute(index["definition"], timeout=None)
+        async with indexes_dropped(connection, "messages"):
+            await connection.execute(INSERT_MESSAGES, messages, users, recipients, timeout=None)
         conversations = None
         if shape is not None:
             log(f"adding conversations to {name}: {shape}")
             conversations = await add_conversations(connection, shape, users)
+            checked = await check_conversations(connection, CHECKED_CONVERSATIONS)
+            log(f"{checked:,} sampled conversations of {name} equal sql/0006's backfill")
         await connection.copy_records_to_table(
             "sessions",
             columns=["token_hash", "user_id", "expires_at"],

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatsvc.bench.conversations import BENCH, SMOKE, Shape
+from chatsvc.bench.conversations import BENCH, SCALE, SMOKE, SMOKE_SCALE, Shape
 from chatsvc.config import Settings
 
 
@@ -83,6 +83,7 @@ class Options:
     scale_small: int = 10_000
     scale_large: int = 10_000_000
     conversations: Shape = BENCH  # added to the prefilled messages
+    scale_conversations: Shape = SCALE  # added to both of bench-scale's tables
     fanout_streams: int = 100
     fanout_messages: int = 2000  # posted in each fan-out run
     fanout_concurrency: tuple[int, ...] = (1, 8)  # concurrent posters, one run each
@@ -105,6 +106,7 @@ class Options:
             storm_logins=4,
             profile_seconds=1,
             conversations=SMOKE,
+            scale_conversations=SMOKE_SCALE,
             scale_small=2000,
             scale_large=20_000,
             fanout_streams=20,

@@ -13,7 +13,7 @@ from chatsvc.bench.fanout import WARMUP, FanoutResult
 from chatsvc.bench.importing import ImportResult
 from chatsvc.bench.load import LUA_DIR
 from chatsvc.bench.options import PRODUCTION, ROOT, SCENARIOS, Options, log
-from chatsvc.bench.pgbench import USERS, script
+from chatsvc.bench.pgbench import CONVERSATION_KINDS, CONVERSATION_PAGE, USERS, script
 from chatsvc.bench.routes import PROFILE_LINES, Results
 from chatsvc.bench.scale import Growth
 from chatsvc.bench.servers import shown_settings, uvicorn_argv
@@ -100,6 +100,12 @@ def report(results: Results, opts: Options) -> str:
         argon2_p=PRODUCTION.argon2_parallelism,
         messages=f"{data.messages:,}",
         hot=f"{opts.conversations.hot:,}",
+        hubs=opts.conversations.hubs,
+        per_hub=f"{opts.conversations.per_hub:,}",
+        pairs=opts.conversations.pairs,
+        pair_messages=f"{opts.conversations.pair_messages:,}",
+        back=f"{opts.conversations.back:,}",
+        page=CONVERSATION_PAGE,
         counts=", ".join(f"{n:,} {kind}" for kind, n in data.counts.items()),
         per_inbox=data.messages // data.users,
         size=data.size,
@@ -166,7 +172,7 @@ def target_notes(results: Results, opts: Options) -> list[str]:
     notes = []
     cores = int(results.machine.get("cores (nproc)") or os.cpu_count() or 1)
     floor = mean(r.server_cpu for r in results.routes.get("check", []))
-    for key in (k for k in ("post", "get") if k in results.pgbench):
+    for key, bound in ((k, b) for k, b in tables.PGBENCH_TARGETS.items() if k in results.pgbench):
         route, limit = results.routes[key], results.pgbench[key]
         app, pg, client = (mean(getattr(r, a) for r in route) for a in ("server_cpu", "pg_cpu", "client_cpu"))
         pg_alone, bench_client = mean(p.pg_cpu for p in limit), mean(p.client_cpu for p in limit)
@@ -196,18 +202,22 @@ def target_notes(results: Results, opts: Options) -> list[str]:
                 pool_total=PRODUCTION.db_pool_max * opts.workers,
                 **cpu,
             )
-        if short := [(n, x) for n, x in enumerate(ratios, 1) if x < 0.5]:
+        if key in CONVERSATION_KINDS:
+            text += render("note-route-json", floor=f"{floor:.3f}", **cpu)
+        if short := [(n, x) for n, x in enumerate(ratios, 1) if x < bound]:
             text += render(
                 "note-route-short",
+                bound=bound,
                 short=", ".join(f"{n} ({x:.2f})" for n, x in short),
                 route_low=num(min(r.rate for r in route)),
                 route_high=num(max(r.rate for r in route)),
                 limit_low=num(min(p.rate for p in limit)),
                 limit_high=num(max(p.rate for p in limit)),
             )
-        if short and predicted < 0.5:
-            needed = max(2 * (pg_alone + bench_client) - pg - client, 0)
-            text += render("note-route-needed", needed=f"{needed:.3f}", **cpu)
+        if short and predicted < bound:
+            # The chatsvc CPU per request at which the CPU estimate reaches the bound.
+            needed = max((pg_alone + bench_client) / bound - pg - client, 0)
+            text += render("note-route-needed", bound=bound, needed=f"{needed:.3f}", **cpu)
         notes.append(text + ".")
     if results.storm:
         ratios = [s.p99_ms / q.p99_ms for q, s, _ in results.storm]
@@ -259,9 +269,15 @@ def growth_section(growth: Growth, opts: Options) -> str:
         verdict=tables.verdict(paced_p50 <= 1.5 and paced_p99 <= 1.5),
         commands="\n".join(growth.commands.values()),
     )
-    return (section.rstrip() + "\n\nThe conversation routes at the same moderate load, each on the same "
-            "conversations in both tables (5 users in 1,000 conversations each, two conversations of "
-            "1,000 messages):\n\n" + tables.conversation_growth(growth) + "\n")
+    shape = opts.scale_conversations
+    return section.rstrip() + "\n\n" + render(
+        "growth-conversations",
+        hubs=shape.hubs, per_hub=f"{shape.per_hub:,}", pairs=shape.pairs,
+        pair_messages=f"{shape.pair_messages:,}", back=f"{shape.back:,}", page=CONVERSATION_PAGE,
+        added=f"{shape.hubs * shape.per_hub + shape.pairs * shape.pair_messages:,}",
+        small=f"{small.messages:,}", large=f"{large.messages:,}",
+        limit=tables.CONVERSATION_GROWTH_LIMIT, table=tables.conversation_growth(growth),
+    ) + "\n"
 
 
 def fanout_section(result: FanoutResult) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 
+from chatsvc.bench import statements
 from chatsvc.bench.conversations import SCALE
 from chatsvc.bench.data import postmaster_pid, prefill, private_cluster, server_version
 from chatsvc.bench.load import Load, Run
@@ -20,9 +21,9 @@ from chatsvc.testing import DatabaseFactory
 READERS = 100  # the users whose first page is read
 # The conversation routes whose latency is compared too: lua/common.lua's request, and its title.
 CONVERSATION_ROUTES = {
-    "get_conversations": "GET /conversations (50 of 1,000)",
+    "get_conversations": f"GET /conversations (50 of {SCALE.per_hub:,})",
     "get_conversation_newest": "GET /conversations/{peer}/messages (newest 50)",
-    "get_conversation_back": "GET /conversations/{peer}/messages (50, 500 back)",
+    "get_conversation_back": f"GET /conversations/{{peer}}/messages (50, {SCALE.back:,} back)",
 }
 
 
@@ -63,8 +64,10 @@ def run_scale(opts: Options) -> Growth:
             recipients = READERS if table.messages <= READERS * 1000 else opts.users
             log(f"bench-scale: prefilling {table.messages:,} messages to {recipients:,} recipients")
             data = asyncio.run(
-                prefill(databases, name, opts.users, table.messages, recipients, READERS, SCALE)
+                prefill(databases, name, opts.users, table.messages, recipients, READERS,
+                        opts.scale_conversations)
             )
+            statements.install(data.dsn)  # Load resets and reads it around each run
             log(f"prefilled in {data.seconds:.0f} s ({data.size})")
             table.prefill_seconds, table.size = data.seconds, data.size
             loads.append(Load(opts, data, postmaster_pid(cluster)))

@@ -1,5 +1,6 @@
 """The private cluster: start, reuse, restart after a killed run, exec, long paths, durability,
-permissions, and `make run` stopped by a signal to its process group."""
+destroying a throwaway one (never the durable one), permissions, and `make run` stopped by a
+signal to its process group."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatsvc.devdb import PrivateCluster, exec_with_database
+from chatsvc.devdb import DevDbError, PrivateCluster, exec_with_database
 from chatsvc.migrate import migrate
 from chatsvc.testing import ServerProcess, free_port, sign_up_and_log_in
 from tests import PROJECT_ROOT
@@ -27,14 +28,16 @@ from tests.live.drain_support import stored_message_ids
 
 @pytest.fixture(autouse=True)
 def remove_clusters_kept_outside(tmp_path: Path) -> Iterator[None]:
-    """As root, a cluster whose user cannot reach tmp_path lives elsewhere: remove it too."""
+    """As root, a cluster whose user cannot reach tmp_path lives elsewhere: remove it too, for a
+    root at any depth below tmp_path (they are durable: destroy() refuses them)."""
     yield
-    for root in (tmp_path, *tmp_path.iterdir()):
-        if root.is_dir():
-            home = PrivateCluster(root).home
-            if home != root.resolve():
-                PrivateCluster(root).stop()
-                shutil.rmtree(home, ignore_errors=True)
+    for directory, subdirectories, _ in os.walk(tmp_path):
+        subdirectories[:] = [name for name in subdirectories if name not in ("pg", "run")]
+        root = Path(directory)
+        home = PrivateCluster(root).home
+        if home != root.resolve():
+            PrivateCluster(root).stop()
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def test_start_connect_stop_and_reuse(tmp_path: Path) -> None:
@@ -84,9 +87,43 @@ def test_exec_with_database_uses_database_url_when_set(tmp_path: Path, monkeypat
     assert not (tmp_path / "pg").exists()
 
 
+def test_destroy_removes_a_throwaway_cluster_and_its_directory(tmp_path: Path) -> None:
+    root = tmp_path / "test"
+    cluster = PrivateCluster(root, durable=False)
+    assert _select_one(cluster, cluster.start()) == "1"
+    home, data = cluster.home, cluster.data
+    assert (data / "PG_VERSION").is_file()
+    cluster.destroy()
+    assert not _postgres_running(data)
+    # As root, home is a directory of its own under /var/tmp when the server's user cannot reach root.
+    assert not home.exists() and not root.exists()
+
+
+def test_the_durable_cluster_is_never_destroyed(tmp_path: Path) -> None:
+    """Not by a throwaway cluster's destroy beside it, nor when taken for a throwaway one."""
+    durable = PrivateCluster(tmp_path / "dev")  # as `make run` starts it
+    try:
+        dsn = durable.start()
+        _psql(durable, dsn, "CREATE TABLE kept AS SELECT 'still here' AS note")
+        throwaway = PrivateCluster(tmp_path / "test", durable=False)
+        throwaway.start()
+        throwaway.destroy()
+        with pytest.raises(DevDbError, match="durable"):
+            durable.destroy()
+        with pytest.raises(DevDbError, match="durable"):
+            PrivateCluster(tmp_path / "dev", durable=False).destroy()  # the mark in its data refuses
+        assert durable.url() == dsn, "a refused destroy() stopped the cluster"
+        assert _psql(durable, dsn, "SELECT note FROM kept") == "still here"
+    finally:
+        durable.stop()
+
+
 def _select_one(cluster: PrivateCluster, dsn: str | None) -> str:
-    psql = cluster.bindir / "psql"
-    argv = [str(psql), "-X", "-tA", "-c", "SELECT 1", str(dsn)]
+    return _psql(cluster, dsn, "SELECT 1")
+
+
+def _psql(cluster: PrivateCluster, dsn: str | None, sql: str) -> str:
+    argv = [str(cluster.bindir / "psql"), "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql, str(dsn)]
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 

@@ -77,8 +77,13 @@ def ha() -> Iterator[tuple[PatroniCluster, PgBouncer]]:
     require_program("patronictl", "patroni")
     require_program("haproxy", "haproxy")
     require_program("pgbouncer", "pgbouncer")
-    with PatroniCluster(ROOT / "cluster") as cluster, \
-            PgBouncer(ROOT / "pgbouncer", "127.0.0.1", cluster.primary_port) as pooler:
+    with contextlib.ExitStack() as made:  # destroyed, not just stopped: every run makes them anew
+        cluster = PatroniCluster(ROOT / "cluster")
+        made.callback(cluster.destroy)
+        cluster.start()
+        pooler = PgBouncer(ROOT / "pgbouncer", "127.0.0.1", cluster.primary_port)
+        made.callback(pooler.destroy)
+        pooler.start()
         yield cluster, pooler
 
 

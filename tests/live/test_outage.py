@@ -80,8 +80,8 @@ def cluster() -> Iterator[PrivateCluster]:
         assert private.dsn is not None and str(root / "run") in unquote(private.dsn), private.dsn
         yield private
     finally:
-        private.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        private.destroy()
+        shutil.rmtree(root, ignore_errors=True)  # the cluster's files are gone, anything else here
 
 
 @pytest.fixture(scope="module")

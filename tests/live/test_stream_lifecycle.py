@@ -147,5 +147,5 @@ async def test_streams_resume_without_loss_after_a_database_restart(tmp_path: Pa
     finally:
         if server is not None:
             server.stop()
-        await asyncio.to_thread(cluster.stop)
-        shutil.rmtree(root, ignore_errors=True)
+        await asyncio.to_thread(cluster.destroy)
+        shutil.rmtree(root, ignore_errors=True)  # the cluster's files are gone, anything else here

@@ -1,15 +1,17 @@
 """A private PostgreSQL cluster for `make run`, the test suite and the benchmark.
 
-- cluster: `PrivateCluster`, the cluster itself (initdb, pg_ctl, a Unix socket, its DSN)
+- cluster: `PrivateCluster`, the cluster itself (initdb, pg_ctl, a Unix socket, its DSN; `destroy()`
+  removes a throwaway one)
 - host: the machine around it (PostgreSQL's binaries, the user servers run as when we are root)
 - commands: `chatsvc devdb start|stop|url|exec`
 """
 
-from chatsvc.devdb.cluster import DATABASE, NOT_DURABLE, SETTINGS, SUPERUSER, PrivateCluster
+from chatsvc.devdb.cluster import DATABASE, DURABLE_MARK, NOT_DURABLE, SETTINGS, SUPERUSER, PrivateCluster
 from chatsvc.devdb.commands import exec_with_database, start, stop, url
-from chatsvc.devdb.host import DevDbError, Owner, find_bindir, server_home
+from chatsvc.devdb.host import DevDbError, Owner, find_bindir, remove_home, server_home
 
 __all__ = [
-    "DATABASE", "NOT_DURABLE", "SETTINGS", "SUPERUSER", "DevDbError", "Owner", "PrivateCluster",
-    "exec_with_database", "find_bindir", "server_home", "start", "stop", "url",
+    "DATABASE", "DURABLE_MARK", "NOT_DURABLE", "SETTINGS", "SUPERUSER", "DevDbError", "Owner",
+    "PrivateCluster", "exec_with_database", "find_bindir", "remove_home", "server_home", "start", "stop",
+    "url",
 ]

@@ -21,6 +21,7 @@ from chatsvc.devdb.host import (
     find_bindir,
     home_for,
     owner_of,
+    remove_home,
     run_tool,
     server_home,
     tail,
@@ -41,6 +42,9 @@ NOT_DURABLE = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
 }
+# In the data directory of a cluster ever started durable: destroy() refuses it, whatever the
+# object at hand was told, so `make run`'s cluster cannot be taken for a throwaway one.
+DURABLE_MARK = "chatsvc-durable"
 # sun_path holds 108 bytes, and the socket directory must leave room for "/.s.PGSQL.<port>".
 _SOCKET_DIR_MAX = 90
 _CREATE_DATABASE = (
@@ -53,7 +57,8 @@ class PrivateCluster:
     """A PostgreSQL cluster in root/pg that listens only on a Unix socket.
 
     `durable=False` turns fsync, synchronous_commit and full_page_writes off, for clusters whose
-    data does not matter (the test suite, the benchmark); `make run`'s cluster is durable.
+    data does not matter (the test suite, the benchmark); `make run`'s cluster is durable. Only a
+    throwaway cluster can be destroyed (`destroy`).
     """
 
     def __init__(
@@ -85,6 +90,8 @@ class PrivateCluster:
         """Start the cluster (initialising it on first use) and return its DSN."""
         try:
             owner = self._prepare()
+            if self.durable:
+                self._mark_durable(owner)
             self.stop()  # a postmaster left running by a killed previous run
             # stop() found no live postmaster of ours, so any pid file left is stale
             (self.data / "postmaster.pid").unlink(missing_ok=True)
@@ -110,6 +117,20 @@ class PrivateCluster:
             with suppress(OSError):  # only empty dirs go; root/run is recreated at start
                 Path(pidfile[4]).rmdir()
 
+    def destroy(self) -> None:
+        """Stop a throwaway cluster and remove its files; DevDbError for a durable one.
+
+        Each run that makes a throwaway cluster removes it: kept, they piled up (some 45 MB each),
+        out of sight under /var/tmp when the server's user cannot reach root (see `home_for`).
+        """
+        if self.durable or (self.data / DURABLE_MARK).exists():
+            raise DevDbError(f"{self.data} is a durable cluster: it is never destroyed")
+        self.stop()
+        for directory in (self.data, self.home / "pg.initdb", self.home / "run"):
+            shutil.rmtree(directory, ignore_errors=True)
+        self.log.unlink(missing_ok=True)
+        remove_home(self.home, self.root)
+
     def url(self) -> str | None:
         """The DSN of the running cluster, or None if it is not running."""
         pidfile = self._postmaster()
@@ -134,6 +155,12 @@ class PrivateCluster:
         self.log.chmod(0o600)
         chown(self.log, owner)
         return owner
+
+    def _mark_durable(self, owner: Owner) -> None:
+        mark = self.data / DURABLE_MARK
+        if not mark.exists():
+            mark.write_text("chatsvc: a durable cluster; chatsvc.devdb never destroys it\n")
+            chown(mark, owner)
 
     def _initdb(self, owner: Owner) -> None:
         """Initialise the cluster next to root/pg and move it in place, so it is whole or absent."""

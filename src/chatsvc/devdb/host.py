@@ -3,6 +3,7 @@ as when we are root, directories that user can reach, and running the tools."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -122,6 +123,15 @@ def home_for(root: Path, owner: Owner) -> Path:
         tag = hashlib.sha256(bytes(root)).hexdigest()[:16]
         return UNREACHABLE_ROOT_FALLBACK / f"chatsvc-devdb-{owner[0]}" / tag
     return root
+
+
+def remove_home(home: Path, root: Path) -> None:
+    """Remove a server's emptied directory: home, root, and the per-user directory of the
+    fallback once nothing else is in it (another cluster's files keep a directory)."""
+    for directory in (home, root, home.parent if home != root else None):
+        if directory is not None:
+            with contextlib.suppress(OSError):  # not empty, or gone already
+                directory.rmdir()
 
 
 def _reachable(path: Path, owner: tuple[int, int]) -> bool:

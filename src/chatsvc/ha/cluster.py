@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatsvc.devdb import find_bindir, server_home
+from chatsvc.devdb import find_bindir, remove_home, server_home
 from chatsvc.ha.daemons import (
     Daemon,
     HaError,
@@ -57,7 +57,7 @@ class PatroniCluster:
     """A primary and a synchronous standby under Patroni, in root; a context manager."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
+        self.root = self.requested_root = Path(root).resolve()  # root: where it is, once started
         self.bindir = find_bindir()
         self.nodes: dict[str, Node] = {}
         self.etcd: Daemon | None = None
@@ -137,6 +137,12 @@ class PatroniCluster:
             kill_postmaster(node.data_dir)  # a Patroni that had to be killed left it running
         if self.etcd:
             self.etcd.stop()
+
+    def destroy(self) -> None:
+        """Stop, then remove root: its nodes' data (some 100 MB) is made anew by every start."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        remove_home(self.root, self.requested_root)
 
     def daemons(self) -> list[Daemon]:
         return [node.daemon for node in self.nodes.values() if node.daemon]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
-from chatsvc.devdb import find_bindir, server_home
+from chatsvc.devdb import find_bindir, remove_home, server_home
 from chatsvc.ha.daemons import Daemon, chown, program, reap, render, wait_until
 from chatsvc.ports import free_port
 
@@ -20,7 +21,7 @@ class PgBouncer:
     """
 
     def __init__(self, root: Path, upstream_host: str, upstream_port: int, dbname: str = "chatsvc") -> None:
-        self.root = Path(root).resolve()
+        self.root = self.requested_root = Path(root).resolve()  # root: where it is, once started
         self.upstream = (upstream_host, upstream_port)
         self.dbname = dbname
         self.port = 0
@@ -61,6 +62,12 @@ class PgBouncer:
     def stop(self) -> None:
         if self.daemon:
             self.daemon.stop()
+
+    def destroy(self) -> None:
+        """Stop, then remove root (its configuration and log are written anew by every start)."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        remove_home(self.root, self.requested_root)
 
     def _listening(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1):

@@ -21,7 +21,8 @@ def with_database(dsn: str, name: str) -> str:
 
 @contextlib.contextmanager
 def postgres_server(root: Path) -> Iterator[str]:
-    """A PostgreSQL server's DSN: DATABASE_URL's when set, else a private cluster under `root`."""
+    """A PostgreSQL server's DSN: DATABASE_URL's when set, else a private cluster under `root`,
+    destroyed on the way out (each run makes its own: kept, they piled up)."""
     if url := os.environ.get("DATABASE_URL"):
         yield url
         return
@@ -32,9 +33,10 @@ def postgres_server(root: Path) -> Iterator[str]:
         # Another run holds it: share it (each run makes databases of its own on it).
         yield running
         return
-    with cluster:
-        assert cluster.dsn is not None
-        yield cluster.dsn
+    try:
+        yield cluster.start()
+    finally:
+        cluster.destroy()
 
 
 class DatabaseFactory:

@@ -31,6 +31,14 @@ async def fanout(settings: Settings) -> AsyncIterator[Fanout]:
         await started.close()
 
 
+async def announced(db: asyncpg.Pool, sender: User, recipient: User) -> int:
+    """A message stored and then announced, as a chatsvc process does (chatsvc.announce)."""
+    message_id: int = await db.fetchval(INSERT, sender.id, recipient.id, TEXT)
+    await db.execute("SELECT pg_notify($1, $2)", queries.stream.MESSAGES_CHANNEL,
+                     f"{message_id}:{sender.id}:{recipient.id}")
+    return message_id
+
+
 def subscribe(fanout: Fanout, user: User) -> Subscription:
     return fanout.subscribe(user.id, token_digest(user.token), "127.0.0.1")
 
@@ -53,14 +61,14 @@ async def test_a_notification_no_local_stream_reads_starts_no_look(
     await fanout.starting_point(carols)
     before = fanout.looks
     for _ in range(3):
-        await db.fetchval(INSERT, bob.id, alice.id, TEXT)
+        await announced(db, bob, alice)
     await heard(db, carols)
     assert fanout.looks == before
     # The same message, once a stream it concerns is held here, is looked for and delivered.
     alices = subscribe(fanout, alice)
     await fanout.starting_point(alices)
     alices.wake.clear()
-    sent = await db.fetchval(INSERT, bob.id, alice.id, TEXT)
+    sent = await announced(db, bob, alice)
     async with asyncio.timeout(5):
         await alices.wake.wait()
     assert fanout.looks > before + 1 and fanout.watermark >= sent
@@ -76,12 +84,12 @@ async def test_a_message_announced_before_its_stream_opened_and_settled_after_st
         transaction = older.transaction()
         await transaction.start()
         held = await older.fetchval(INSERT, bob.id, carol.id, TEXT)
-        announced = await db.fetchval(INSERT, bob.id, alice.id, TEXT)
-        assert held < announced
+        newer = await announced(db, bob, alice)
+        assert held < newer
         await heard(db, carols)  # dropped: no stream of alice's here yet
         alices = subscribe(fanout, alice)
         since = await fanout.starting_point(alices)
-        # Its first read stops at the watermark, below `announced`; nothing will announce it again.
+        # Its first read stops at the watermark, below `newer`; nothing will announce it again.
         assert since == fanout.watermark < held
         alices.wake.clear()
         await transaction.commit()
@@ -89,7 +97,7 @@ async def test_a_message_announced_before_its_stream_opened_and_settled_after_st
         await older.close()
     async with asyncio.timeout(5):
         await alices.wake.wait()
-    assert fanout.watermark >= announced
+    assert fanout.watermark >= newer
 
 
 async def test_a_stream_without_a_resume_point_starts_after_what_committed_before_it(
@@ -97,7 +105,7 @@ async def test_a_stream_without_a_resume_point_starts_after_what_committed_befor
     carols = subscribe(fanout, carol)
     await fanout.starting_point(carols)
     stale = fanout.watermark
-    before = await db.fetchval(INSERT, bob.id, alice.id, TEXT)
+    before = await announced(db, bob, alice)
     await heard(db, carols)
     assert fanout.watermark == stale < before  # dropped without a look: the watermark lags
     alices = subscribe(fanout, alice)

@@ -141,7 +141,9 @@ class Settings:
         "Seconds to wait for a connection or a statement before answering 503.")
     health_interval: float = _setting(
         "CHATSVC_HEALTH_INTERVAL", "2", _number(0.05, 300),
-        "Seconds between background database health checks behind `/check`.")
+        "Seconds between background database health checks behind `/check`, and between each "
+        "stream listener's periodic looks: a message no chatsvc process announced (written with "
+        "psql or by the importer) reaches streams within two of these.")
     max_body_bytes: int = _setting("CHATSVC_MAX_BODY_BYTES", "65536", _integer(64, 64 << 20),
                                    "Largest request body; larger is 413.")
     max_header_bytes: int = _setting(

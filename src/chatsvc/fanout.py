@@ -26,10 +26,14 @@ import time
 import asyncpg
 
 from chatsvc import metrics, queries, revocation
+from chatsvc.announce import Outbox
 from chatsvc.config import Settings
 from chatsvc.db import UNAVAILABLE_ERRORS
-from chatsvc.horizon import XID32, Horizon, in_progress
+from chatsvc.horizon import XID32, Horizon, Unannounced, in_progress
 from chatsvc.revocation import Revocations
+from chatsvc.subscription import Subscription, TooManyStreams
+
+__all__ = ["Fanout", "Horizon", "Subscription", "TooManyStreams", "in_progress"]
 
 log = logging.getLogger("chatsvc.fanout")
 
@@ -46,51 +50,6 @@ MAX_PENDING_EVENTS = 100_000
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     *UNAVAILABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, OSError)
-
-
-class TooManyStreams(Exception):
-    """A cap on open streams is reached (per user, per process); the message says which."""
-
-
-class Subscription:
-    """One open stream's registration: `wake` is set whenever it should read the database or
-    send a notice, `revoked` once its session (the token of SHA-256 `digest`) was revoked."""
-
-    __slots__ = ("_fanout", "address", "closed", "digest", "first_look", "notices", "overflowed", "revoked",
-                 "settled_at_start", "user_id", "wake")
-
-    def __init__(self, fanout: Fanout, user_id: int, digest: bytes, address: str) -> None:
-        self._fanout = fanout
-        self.user_id = user_id
-        self.digest = digest
-        self.address = address
-        self.wake = asyncio.Event()
-        self.wake.set()  # the first look: the replay
-        self.revoked = asyncio.Event()
-        self.closed = False
-        # Events that are not messages (`read`), waiting for the stream to send them. Bounded by
-        # the stream buffer: a stream that lets more pile up is cut as a slow reader.
-        self.notices: list[bytes] = []
-        self.overflowed = False
-        # The first look begun after it subscribed (Fanout._looks_begun + 1): see the module's doc.
-        self.first_look = fanout._looks_begun + 1
-        self.settled_at_start = fanout.watermark  # its first read goes at least this far
-
-    def notify(self, event: bytes, bound: int) -> None:
-        if len(self.notices) >= bound:
-            self.overflowed = True
-        else:
-            self.notices.append(event)
-        self.wake.set()
-
-    def take_notices(self) -> list[bytes]:
-        notices, self.notices = self.notices, []
-        return notices
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._fanout._unsubscribe(self)
 
 
 class Fanout:
@@ -116,7 +75,12 @@ class Fanout:
         self._new: list[Subscription] = []
         self._wake_at: list[tuple[int, int, Subscription]] = []
         self._wake_at_count = 0
+        self._outbox = Outbox()
+        self.unannounced = Unannounced()
+        # `_kick` wakes the listener's loop; it looks at the database only when `_look_wanted`.
         self._kick = asyncio.Event()
+        self._look_wanted = False
+        self._flushed = asyncio.Event()  # set after each batch of announcements went out
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -140,6 +104,13 @@ class Fanout:
                 await self.ready.wait()
 
     async def close(self) -> None:
+        if self._task is not None and self._outbox:
+            # The last announcements go out first; if they cannot, the periodic checks find them.
+            self._flushed.clear()
+            self._kick.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.db_timeout):
+                    await self._flushed.wait()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -164,13 +135,14 @@ class Fanout:
         if len(streams) >= settings.stream_max_per_user:
             raise TooManyStreams(f"at most {settings.stream_max_per_user} streams per user are open at once; "
                             "close one first")
-        subscription = Subscription(self, user_id, digest, address)
+        subscription = Subscription(user_id, digest, address, first_look=self._looks_begun + 1,
+                                    settled=self.watermark, on_close=self._unsubscribe)
         streams.add(subscription)
         self._per_address[address] = self._per_address.get(address, 0) + 1
         self._count += 1
         metrics.STREAMS_OPEN.inc()
         self._new.append(subscription)
-        self._kick.set()
+        self._want_look()
         return subscription
 
     async def starting_point(self, subscription: Subscription) -> int:
@@ -197,6 +169,16 @@ class Fanout:
             self._per_address[subscription.address] = held
         self._count -= 1
         metrics.STREAMS_OPEN.dec()
+
+    def announce(self, message_id: int, sender: int, recipient: int) -> None:
+        """Tell every process of a message this one stored, once its statement has committed; sent
+        with whatever else gathered meanwhile, off the request (chatsvc.announce)."""
+        self._outbox.add(message_id, sender, recipient)
+        self._kick.set()
+
+    def _want_look(self) -> None:
+        self._look_wanted = True
+        self._kick.set()
 
     def _wake(self, *users: int) -> None:
         for user in users:
@@ -229,7 +211,7 @@ class Fanout:
         if payload == "*":
             if self._count:  # else nobody here to wake; a later subscription catches up itself
                 self._wake_all_pending = True
-                self._kick.set()
+                self._want_look()
             return
         try:
             events = [tuple(int(part) for part in item.split(":")) for item in payload.split()]
@@ -241,12 +223,13 @@ class Fanout:
             if len(event) != 3:
                 continue
             message_id, sender, recipient = event
+            self.unannounced.heard(message_id)
             if message_id <= self.watermark:
                 self._wake(sender, recipient)
                 metrics.STREAM_FANOUT_LAG.observe(0.0)
             elif sender in self._streams or recipient in self._streams:
                 heapq.heappush(self._pending, (message_id, sender, recipient, now))
-                self._kick.set()
+                self._want_look()
             # Else no stream here reads it: no look (a stream opened later catches up by itself).
         if len(self._pending) > MAX_PENDING_EVENTS:
             self._pending.clear()
@@ -285,27 +268,56 @@ class Fanout:
         await connection.add_listener(queries.stream.MESSAGES_CHANNEL, self._on_notification)
         await connection.add_listener(revocation.CHANNEL, self._on_revoked)
         await connection.add_listener(queries.conversations.READS_CHANNEL, self._on_read)
-        # Anything committed while no connection was listening went unannounced: every stream looks,
+        # Anything committed while no connection was listening went unheard: every stream looks,
         # and checks its session.
         self._wake_all_pending = True
         self.revocations.note_everyone()
-        self._kick.set()
+        self._want_look()
+        first = True
         poll = SETTLE_POLL_MIN_SECONDS
+        periodic_at = time.monotonic() + self.settings.health_interval
         while True:
             # Idle, the periodic look doubles as the connection's health check.
-            wait = poll if self.horizon.pending else self.settings.health_interval
+            wait = poll if self.horizon.pending else max(0.0, periodic_at - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._kick.wait()
             self._kick.clear()
             if connection.is_closed():
                 raise asyncpg.ConnectionDoesNotExistError("the listener connection closed")
-            await self._look(connection)
+            if self._outbox:
+                await connection.execute(queries.stream.ANNOUNCE, queries.stream.MESSAGES_CHANNEL,
+                                         self._outbox.take(), timeout=self.settings.db_timeout)
+                self._flushed.set()
+            periodic = time.monotonic() >= periodic_at
+            if self._look_wanted or periodic or self.horizon.pending:
+                self._look_wanted = False
+                await self._look(connection)
+            if first:
+                self.unannounced.restart(self.watermark)
+                first = False
+            if periodic:
+                periodic_at = time.monotonic() + self.settings.health_interval
+                await self._find_unannounced(connection)
             if self.revocations.pending:
                 await self.revocations.end_revoked(connection, self._streams,
                                                    self.settings.session_idle_timeout,
                                                    self.settings.db_timeout)
             poll = min(2 * poll, SETTLE_POLL_MAX_SECONDS) if self.horizon.pending else SETTLE_POLL_MIN_SECONDS
+
+    async def _find_unannounced(self, connection: asyncpg.Connection) -> None:
+        """Wake the streams of messages settled since the previous periodic look that were never
+        announced (written by something other than a chatsvc process, or by one that stopped
+        between its commit and the announcement)."""
+        missing = self.unannounced.check(self.watermark)
+        if not self._count or missing == []:
+            return
+        if missing is None:
+            self._wake_everyone()
+            return
+        for row in await connection.fetch(queries.stream.MESSAGES_BY_ID, missing,
+                                          timeout=self.settings.db_timeout):
+            self._wake(row["sender_id"], row["recipient_id"])
 
     async def _look(self, connection: asyncpg.Connection) -> None:
         """Read the newest id and the transactions in progress; deliver what became settled."""

@@ -87,3 +87,44 @@ class Horizon:
         moved = settled[-1].max_id > self.watermark
         self.watermark = max(self.watermark, settled[-1].max_id)
         return moved, any(candidate.wake_all for candidate in settled)
+
+
+# Ids settled without being heard of, looked up one by one up to this many; past it every stream looks.
+MAX_UNANNOUNCED = 1000
+
+
+class Unannounced:
+    """Which settled ids were never announced (pure bookkeeping, no I/O).
+
+    Checked at each periodic look: the ids settled by the previous one, so that an announcement
+    sent right after its commit has had a whole interval to arrive. Gaps are normal (a rolled-back
+    or refused send takes an id and stores nothing); looking them up finds nothing and costs one
+    query per interval.
+    """
+
+    def __init__(self) -> None:
+        self._checked: int | None = None  # every id up to it is checked (None: not yet started)
+        self._due = 0  # the watermark at the previous check
+        self._heard: set[int] = set()
+
+    def restart(self, watermark: int) -> None:
+        """Ids up to `watermark` need no check (every stream has looked since them)."""
+        self._checked = self._due = watermark
+        self._heard = {message_id for message_id in self._heard if message_id > watermark}
+
+    def heard(self, message_id: int) -> None:
+        if self._checked is not None and message_id > self._checked:
+            self._heard.add(message_id)
+
+    def check(self, watermark: int) -> list[int] | None:
+        """The ids settled by the previous check that were never heard of; None: too many to
+        list, every stream must look."""
+        if self._checked is None:
+            return []
+        low, high = self._checked, self._due
+        self._checked, self._due = high, watermark
+        heard = {message_id for message_id in self._heard if message_id <= high}
+        self._heard -= heard
+        if high - low - len(heard) > MAX_UNANNOUNCED:
+            return None
+        return [message_id for message_id in range(low + 1, high + 1) if message_id not in heard]

@@ -21,7 +21,8 @@ from tests.live.streams import COMMON, QUIET, ids, open_stream, send
 SENDS = 10
 # The statements a look at the database sends (queries.stream): none may be caused by a message
 # that no stream held by that process concerns.
-FANOUT_PHRASES = ("pg_current_snapshot", "pg_locks", "UNION ALL")
+FANOUT_PHRASES = ("pg_current_snapshot", "pg_locks", "UNION ALL", "WHERE id = ANY")
+ANNOUNCE_PHRASE = "pg_notify"
 COUNTS = """
 SELECT query, calls FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -63,6 +64,11 @@ async def fanout_calls(connection: asyncpg.Connection) -> dict[str, int]:
     return {row["query"]: row["calls"] for row in rows if any(p in row["query"] for p in FANOUT_PHRASES)}
 
 
+async def announcements(connection: asyncpg.Connection) -> int:
+    """Statements announcing new messages (chatsvc.announce), whatever process sent them."""
+    return sum(row["calls"] for row in await connection.fetch(COUNTS) if ANNOUNCE_PHRASE in row["query"])
+
+
 async def every_listener(connection: asyncpg.Connection, workers: int) -> None:
     """Return once each worker's listener is connected (it announces itself by nothing else)."""
     for _ in range(600):
@@ -90,6 +96,8 @@ async def test_a_send_costs_no_query_in_processes_holding_no_stream_it_concerns(
                 await send(server, bob, alice, f"unwatched {n}")
             await asyncio.sleep(QUIET)  # long enough for any look they would cause to have come
             assert await fanout_calls(connection) == {}
+            # Only the sending process announces, at most once per send (fewer when batched).
+            assert 1 <= await announcements(connection) <= SENDS
             # The counting sees looks: messages to a stream held here are looked for and delivered.
             sent = [await send(server, bob, others[0], f"watched {n}") for n in range(SENDS)]
             assert ids(await first.messages(SENDS)) == sent

@@ -105,6 +105,8 @@ async def create_message(request: Request) -> Response:
         # The token and the sender were good, so only a used idempotency key stops the insert.
         assert idempotency_key is not None
         return await _replay(resources.pool, caller, idempotency_key, message)
+    # Committed: every process's streams may look for it (sent off the request, in a batch).
+    resources.fanout.announce(sent.id, caller, message.recipient)
     metrics.MESSAGES_CREATED.labels(content_type=type(message.content).__struct_config__.tag).inc()
     return json_response(MessageCreated(sent.id, sent.timestamp), status=201)
 

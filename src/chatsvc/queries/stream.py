@@ -7,8 +7,14 @@ import asyncpg
 from chatsvc.db import BoundedPool
 from chatsvc.queries.messages import MESSAGE_JSON
 
-# The channel of sql/0002's trigger: "id:sender:recipient …", or "*".
+# The channel of new messages (chatsvc.announce): "id:sender:recipient …", or "*".
 MESSAGES_CHANNEL = "chatsvc_messages"
+
+# One batch of announcements, one NOTIFY per payload, all in one statement (sent at its commit).
+ANNOUNCE = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
+
+# Who wrote and received the messages settled without being announced (horizon.Unannounced).
+MESSAGES_BY_ID = "SELECT sender_id, recipient_id FROM messages WHERE id = ANY($1::bigint[])"
 
 # What user $1 received or sent, after id $2 and up to the watermark $3: two range scans
 # (messages_recipient_id, messages_sender_id) merged by id. The `OR` form would read the user's

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
-from chatsvc.logs import JsonFormatter
+from chatsvc.logs import JsonFormatter, JsonLinesHandler, log_access
 
 
 def test_a_record_becomes_one_json_object_with_its_extra_fields() -> None:
@@ -16,3 +17,31 @@ def test_a_record_becomes_one_json_object_with_its_extra_fields() -> None:
     parsed = json.loads(line)
     assert parsed["level"] == "warning" and parsed["message"] == "hello you"
     assert parsed["request_id"] == "abc" and parsed["time"].endswith("Z")
+
+
+def test_the_access_line_written_directly_is_the_line_the_formatter_writes() -> None:
+    """log_access skips the logging machinery when only our handler would see the record: the
+    line must be the one a record through that handler would have given."""
+    fields = {"request_id": "f00d", "method": "POST", "route": "/messages", "status": 201,
+              "duration_ms": 1.234, "user_id": None}
+    direct, through_logging = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        root.handlers[:] = [JsonLinesHandler(direct)]
+        root.setLevel(logging.INFO)
+        log_access(1_700_000_000.0125, **fields)
+        root.handlers[:] = [JsonLinesHandler(through_logging)]
+        root.handlers[0].addFilter(lambda record: True)  # not ours alone: the record goes through logging
+        log_access(1_700_000_000.0125, **fields)
+        root.setLevel(logging.WARNING)
+        log_access(1_700_000_000.0125, **fields)  # below the level: no line either way
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    line, logged = direct.getvalue(), through_logging.getvalue()
+    assert line.endswith("\n") and line.count("\n") == 1 and logged.count("\n") == 1
+    parsed = json.loads(line)
+    assert list(parsed) == list(json.loads(logged))
+    assert {**json.loads(logged), "time": parsed["time"]} == parsed
+    assert parsed["time"] == "2023-11-14T22:13:20.012Z" and parsed["logger"] == "chatsvc.access"

@@ -8,15 +8,24 @@ tests/live/test_prometheus.py's part.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import secrets
 import time
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
+from chatsvc.app import build_app
 from chatsvc.config import Settings
 from chatsvc.db import create_pool
+from chatsvc.middleware.observe import Observe
 from chatsvc.passwords import HashQueueFull, Passwords
 from chatsvc.readiness import Readiness
+from chatsvc.resources import Resources
 from chatsvc.testing import User
 
 
@@ -98,3 +107,50 @@ async def test_the_fanout_lag_is_observed_for_each_new_message(client: httpx.Asy
     # In seconds: no longer than the whole wait, however slow the machine.
     lag = sample("chatsvc_stream_fanout_lag_seconds_sum") - sum_before
     assert 0 <= lag <= time.monotonic() - started, lag
+
+
+def request_sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_the_request_duration_ends_when_the_response_has_been_sent() -> None:
+    """Work the app does after its last body message is no client's wait: it is not timed."""
+    now = [1000.0]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        now[0] += 0.002  # producing the body
+        await send({"type": "http.response.body", "body": b"ok"})
+        now[0] += 30.0  # after the response: a background task, say
+
+    async def ignore(message: Message) -> None:
+        pass
+
+    async def no_body() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    route = f"/timed-{secrets.token_hex(4)}"
+    observed = Observe(app, log_requests=False, routes=[Route(route, PlainTextResponse("ok"))],
+                       clock=lambda: now[0])
+    scope = {"type": "http", "method": "GET", "path": route, "root_path": "", "headers": [], "state": {}}
+    await observed(scope, no_body, ignore)
+    assert request_sample("chatsvc_http_request_duration_seconds_count", route=route, method="GET") == 1
+    assert request_sample("chatsvc_http_request_duration_seconds_sum", route=route,
+                          method="GET") == pytest.approx(0.002)
+
+
+async def test_a_login_refused_by_the_rate_limiter_is_counted_under_its_route(resources: Resources) -> None:
+    """The limiter answers before routing; its 429 is still POST /login's, not `unmatched`."""
+    settings = resources.settings.replace(rate=0, auth_rate=1, auth_burst=1)
+    app = build_app(dataclasses.replace(resources, settings=settings))
+    transport = httpx.ASGITransport(app=app, client=(f"10.8.{secrets.randbelow(250)}.9", 4000))
+    labels = {"route": "/login", "method": "POST", "status": "429"}
+    before = request_sample("chatsvc_http_requests_total", **labels)
+    timed = {"route": "/login", "method": "POST"}
+    timed_before = request_sample("chatsvc_http_request_duration_seconds_count", **timed)
+    async with httpx.AsyncClient(transport=transport, base_url="http://chatsvc") as client:
+        answers = [await client.post("/login/", json={"username": "nobody", "password": "wrong password"})
+                   for _ in range(2)]
+    assert [answer.status_code for answer in answers] == [401, 429]
+    assert request_sample("chatsvc_http_requests_total", **labels) == before + 1
+    assert request_sample("chatsvc_http_request_duration_seconds_count", **timed) == timed_before + 2

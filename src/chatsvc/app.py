@@ -55,7 +55,7 @@ def build_app(resources: Resources) -> Starlette:
         Middleware(RequestId),
         Middleware(SecurityHeaders, cors_answers_options=True),
         Middleware(InternalErrors),
-        Middleware(Observe, log_requests=settings.access_log),
+        Middleware(Observe, log_requests=settings.access_log, routes=ROUTES),
         Middleware(HeaderLimits, max_headers=settings.max_headers,
                    max_header_bytes=settings.max_header_bytes),
         Middleware(TrailingSlash),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -82,6 +83,22 @@ STREAM_LISTENER_RECONNECTS = Counter(
 BUILD_INFO = Gauge("chatsvc_build_info", "Always 1; the labels say what is running.",
                    ["version", "python"], multiprocess_mode="max")
 BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)
+
+
+# (route, method, status) -> the children of REQUESTS and REQUEST_SECONDS for it. `labels()` takes a
+# lock and builds its key on every call; the label sets are few (fixed sets, above), so each
+# pair is looked up once per process.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request and time it, by route template, method label and status."""
+    children = _request_children.get((route, method, status))
+    if children is None:
+        children = (REQUESTS.labels(route, method, str(status)), REQUEST_SECONDS.labels(route, method))
+        _request_children[(route, method, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def scrape() -> tuple[bytes, str]:

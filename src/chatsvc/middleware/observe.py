@@ -2,52 +2,74 @@
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable, Sequence
 
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsvc import metrics
+from chatsvc.logs import log_access
 from chatsvc.middleware.base import HttpMiddleware
-
-access_log = logging.getLogger("chatsvc.access")
 
 
 class Observe(HttpMiddleware):
-    """Count, time and log every request by its route template, never by its raw path."""
+    """Count, time and log every request by its route template, never by its raw path.
 
-    def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
+    The time runs from the request reaching this layer to the response's last body message
+    having been handed to the server: what the client waits for. Whatever the app still does
+    after that (a background task, releasing what it held) is not the request's latency.
+    """
+
+    def __init__(self, app: ASGIApp, *, log_requests: bool, routes: Sequence[Route] = (),
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__(app)
         self.log_requests = log_requests
+        self.routes = routes  # to name the route of an answer given before routing (a 429, a 431)
+        self.clock = clock
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        clock = self.clock
+        started = clock()
         status = 500  # what the client sees if the app raises before answering
+        finished: float | None = None
         metrics.IN_FLIGHT.inc()
 
         async def send_observed(message: Message) -> None:
-            nonlocal status
+            nonlocal status, finished
             if message["type"] == "http.response.start":
                 status = message["status"]
+                await send(message)
+                return
             await send(message)
+            if finished is None and not message.get("more_body", False):
+                finished = clock()
 
         try:
             await self.app(scope, receive, send_observed)
         finally:
             metrics.IN_FLIGHT.dec()
-            self._record(scope, status, time.perf_counter() - started)
+            self._record(scope, status, (finished if finished is not None else clock()) - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
+        route = scope.get("route") or self._route_of(scope)
         template = route.path if route is not None else metrics.UNMATCHED_ROUTE
         method = scope["method"]
         # A client may send any token as its method: only the ones HTTP defines become a label.
         label = method if method in metrics.HTTP_METHODS else metrics.OTHER_METHOD
-        metrics.REQUESTS.labels(template, label, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(template, label).observe(seconds)
+        metrics.observe_request(template, label, status, seconds)
         if self.log_requests:
             state = scope.get("state", {})
-            access_log.info("request", extra={
-                "request_id": state.get("request_id"), "method": method, "route": template,
-                "status": status, "duration_ms": round(seconds * 1000, 3),
-                "user_id": state.get("user_id")})
+            log_access(time.time(), state.get("request_id"), method, template, status,
+                       round(seconds * 1000, 3), state.get("user_id"))
+
+    def _route_of(self, scope: Scope) -> Route | None:
+        """The route the router would have chosen, for an answer given before routing."""
+        partial = None
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route
+            if match is Match.PARTIAL and partial is None:
+                partial = route
+        return partial

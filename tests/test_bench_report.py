@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from chatsvc.bench import report
+from chatsvc.bench import report, tables
 from chatsvc.bench.data import Dataset
 from chatsvc.bench.fanout import FanoutResult, FanoutRun, Latency
 from chatsvc.bench.load import Run
 from chatsvc.bench.options import SCENARIOS, BenchError, Options
+from chatsvc.bench.pgbench import CONVERSATION_KINDS
 from chatsvc.bench.routes import Results
 from chatsvc.bench.scale import Growth, Table
 
@@ -64,7 +65,7 @@ def results() -> Results:
         machine={"cores (nproc)": "2", "CPU": "test"},
         data=data,
         routes=routes,
-        pgbench={key: [run(3000), run(2600)] for key in ("post", "get", "login")},
+        pgbench={key: [run(3000), run(2600)] for key in ("post", "get", "login", *CONVERSATION_KINDS)},
         uvicorn={key: [(run(1000), run(1100))] * 2 for key in ("check", "post", "get")},
         pooler={key: [(run(1000), run(800))] * 2 for key in ("post", "get")},
         storm=[(run(350, 6), run(340, 9), run(8, 3000, 174))] * 2,
@@ -74,6 +75,16 @@ def results() -> Results:
         started="2026-11-30 20:00 UTC",
         elapsed=660,
     )
+
+
+def test_every_pgbench_target_is_listed_and_explained() -> None:
+    text = report.report(results(), Options())
+    limits = text.split("What limits them:", 1)[1].split("## Machine", 1)[0]
+    for key, bound in tables.PGBENCH_TARGETS.items():
+        assert f"| {SCENARIOS[key].title} ≥ {bound} × pgbench (same SQL) |" in text
+        (note,) = [line for line in limits.splitlines() if line.startswith(f"- **{SCENARIOS[key].title}**")]
+        assert (f"Short of {bound} in run 1 (0.50)" in note) == (bound > 0.5)  # each run is at 0.5
+        assert ("builds the page's JSON inside the statement" in note) == (key in CONVERSATION_KINDS)
 
 
 def tables_of(text: str) -> list[list[str]]:

@@ -202,7 +202,7 @@ def target_notes(results: Results, opts: Options) -> list[str]:
                 pool_total=PRODUCTION.db_pool_max * opts.workers,
                 **cpu,
             )
-        if key in CONVERSATION_KINDS:
+        if key in CONVERSATION_KINDS and floor == floor:
             text += render("note-route-json", floor=f"{floor:.3f}", **cpu)
         if short := [(n, x) for n, x in enumerate(ratios, 1) if x < bound]:
             text += render(

@@ -68,7 +68,7 @@ bench: $(VENV)/.bench-installed ## Load-test the routes vs pgbench and uvicorn, 
 bench-import: $(VENV)/.bench-installed ## chatsvc import-original on an original's database of a million messages (a few minutes)
 	$(BIN)/python -m chatsvc.bench --import-only
 
-bench-scale: $(VENV)/.bench-installed ## GET /messages with 10 thousand vs 10 million messages (about 15 min)
+bench-scale: $(VENV)/.bench-installed ## GET /messages and the conversation routes with 10 thousand vs 10 million messages (about 20 min)
 	$(BIN)/python -m chatsvc.bench --scale
 
 bench-smoke: $(VENV)/.bench-installed ## Every part of make bench, short and small (1-2 min); writes .data/bench/smoke.md

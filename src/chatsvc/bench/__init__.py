@@ -1,8 +1,9 @@
 """`make bench`: chatsvc under wrk, the same SQL under pgbench, Hypercorn against uvicorn, fan-out.
 
     python -m chatsvc.bench                 every section of BENCHMARKS.md but the growth (~15 min)
-    python -m chatsvc.bench --scale         the growth section: GET /messages with 10 thousand and
-                                            with 10 million messages (make bench-scale, ~15 min)
+    python -m chatsvc.bench --scale         the growth section: GET /messages and the conversation
+                                            routes with 10 thousand and with 10 million messages
+                                            (make bench-scale, ~20 min)
     python -m chatsvc.bench --fanout-only   the fan-out section alone
     python -m chatsvc.bench --smoke         every part in a minute or two, into .data/bench/smoke.md
 

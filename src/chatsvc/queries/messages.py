@@ -25,13 +25,21 @@ MESSAGE_JSON = (
 # transaction lock on the pair first and their id only then, so that ids in one conversation
 # commit in id order; a message actually stored then moves its conversation's row (the insert
 # of a retry stores nothing and moves nothing). $4 recipient, $5 content.
+#
+# The id is taken here rather than by the column's PL/pgSQL default (sql/0002, kept for other
+# writers), which cost every send a function call: the same order, the transaction's xid first
+# (the watermark needs it, chatsvc.horizon), then nextval. `in_turn` is materialised (it calls a
+# volatile function), so its row, xid included, exists before the insert's row is built, and
+# nextval's argument depends on that xid. tests/test_message_ids.py checks the order.
 SEND_MESSAGE = sessions.CALLER + """, in_turn AS (
-    SELECT user_id, pg_advisory_xact_lock(hashint8(least(user_id, $4)), hashint8(greatest(user_id, $4)))
+    SELECT user_id, pg_advisory_xact_lock(hashint8(least(user_id, $4)), hashint8(greatest(user_id, $4))),
+           pg_current_xact_id() AS xid
     FROM caller
     WHERE $7::bigint IS NULL OR $7 = user_id
 ), sent AS (
-    INSERT INTO messages (sender_id, recipient_id, content, idempotency_key)
-    SELECT user_id, $4, $5, $6 FROM in_turn
+    INSERT INTO messages (id, sender_id, recipient_id, content, idempotency_key)
+    SELECT nextval(CASE WHEN xid IS NOT NULL THEN 'messages_id_seq'::regclass END), user_id, $4, $5, $6
+    FROM in_turn
     ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, sender_id, recipient_id, """ + TIMESTAMP + """ AS timestamp
 ), counted AS (

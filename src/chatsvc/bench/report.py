@@ -218,6 +218,10 @@ def target_notes(results: Results, opts: Options) -> list[str]:
             # The chatsvc CPU per request at which the CPU estimate reaches the bound.
             needed = max((pg_alone + bench_client) / bound - pg - client, 0)
             text += render("note-route-needed", bound=bound, needed=f"{needed:.3f}", **cpu)
+            if needed < floor:  # below what a request costs before it reaches the handler
+                ceiling = (pg_alone + bench_client) / (pg + client)
+                text += render("note-route-unreachable", floor=f"{floor:.3f}", bound=bound, cores=cores,
+                               ceiling=f"{ceiling:.2f}")
         notes.append(text + ".")
     if results.storm:
         ratios = [s.p99_ms / q.p99_ms for q, s, _ in results.storm]

@@ -241,7 +241,11 @@ class Fanout:
             try:
                 connection = await asyncpg.connect(
                     self.settings.database_url, timeout=self.settings.db_timeout,
-                    server_settings={"application_name": "chatsvc-listener", "timezone": "UTC"})
+                    # A NOTIFY takes an xid, so its commit would wait for a WAL flush; the
+                    # connection writes nothing else, and a notification lost in a crash is made
+                    # up for (every stream looks on reconnection), so none of its commits waits.
+                    server_settings={"application_name": "chatsvc-listener", "timezone": "UTC",
+                                     "synchronous_commit": "off"})
             except _CONNECT_ERRORS as error:
                 log.warning("stream listener cannot connect; retrying",
                             extra={"error": type(error).__name__, "retry_in": delay})

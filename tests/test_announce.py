@@ -88,3 +88,34 @@ async def test_an_announced_message_wakes_its_streams_through_the_database(
         assert other.watermark >= written
     finally:
         await other.close()
+
+
+async def test_announcements_made_within_the_window_go_out_together(settings: Settings) -> None:
+    heard: list[str] = []
+    arrived = asyncio.Event()
+
+    def hear(*args: object) -> None:
+        heard.append(str(args[3]))
+        arrived.set()
+
+    listener = await asyncpg.connect(settings.database_url)
+    batching = Fanout(settings.replace(health_interval=300, stream_announce_window=0.5))
+    try:
+        await listener.add_listener("chatsvc_messages", hear)
+        await batching.start()
+        nobody = 10**12  # no such user: no stream anywhere looks for these
+        batching.announce(nobody + 1, nobody, nobody)
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        arrived.clear()
+        batching.announce(nobody + 2, nobody, nobody)
+        await asyncio.sleep(0)  # the listener's loop runs between the two: it waits for the window
+        batching.announce(nobody + 3, nobody, nobody)
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        await asyncio.sleep(0.1)  # time for a third notification, if the two went apart
+        one, two, three = (f"{nobody + n}:{nobody}:{nobody}" for n in (1, 2, 3))
+        assert heard == [one, f"{two} {three}"]
+    finally:
+        await batching.close()
+        await listener.close()

@@ -242,6 +242,12 @@ class Settings:
     stream_max_per_process: int = _setting(
         "CHATSVC_STREAM_MAX_PER_PROCESS", "1000", _integer(1, 1_000_000),
         "Event streams each process holds open at most; more is 429.")
+    stream_announce_window: float = _setting(
+        "CHATSVC_STREAM_ANNOUNCE_WINDOW", "0", _number(0, 1),
+        "Seconds a process waits after announcing new messages (one `NOTIFY` statement, a "
+        "transaction of its own) before it announces the next ones: a larger window gathers more "
+        "messages per statement, saving database CPU at high send rates, and delays live "
+        "delivery by up to that much. 0: announce as soon as the previous announcement is done.")
     stream_session_check: float = _setting(
         "CHATSVC_STREAM_SESSION_CHECK", "60", _number(0.05, 86400),
         "Seconds between checks that an event stream's session is still valid; a stream whose "

@@ -280,6 +280,7 @@ class Fanout:
         first = True
         poll = SETTLE_POLL_MIN_SECONDS
         periodic_at = time.monotonic() + self.settings.health_interval
+        announced_at = 0.0
         while True:
             # Idle, the periodic look doubles as the connection's health check.
             wait = poll if self.horizon.pending else max(0.0, periodic_at - time.monotonic())
@@ -290,6 +291,10 @@ class Fanout:
             if connection.is_closed():
                 raise asyncpg.ConnectionDoesNotExistError("the listener connection closed")
             if self._outbox:
+                # At most one announcement per window (CHATSVC_STREAM_ANNOUNCE_WINDOW).
+                if (rest := announced_at + self.settings.stream_announce_window - time.monotonic()) > 0:
+                    await asyncio.sleep(rest)
+                announced_at = time.monotonic()
                 await connection.execute(queries.stream.ANNOUNCE, queries.stream.MESSAGES_CHANNEL,
                                          self._outbox.take(), timeout=self.settings.db_timeout)
                 self._flushed.set()

@@ -83,29 +83,28 @@ def request_with_headers(client: httpx.AsyncClient, count: int, method: str, pat
     return request
 
 
+def route_with_headers(client: httpx.AsyncClient, count: int, route: str, alice: User) -> httpx.Request:
+    """`GET /check`, or `POST /messages` of a message to alice, carrying exactly `count` headers."""
+    method, path = route.split()
+    body = {"recipient": alice.id, "content": {"type": "text", "text": "many headers"}}
+    kwargs = {"headers": alice.auth, "json": body} if method == "POST" else {}
+    return request_with_headers(client, count, method, path, **kwargs)
+
+
 @pytest.mark.parametrize("route", ["GET /check", "POST /messages"])
 async def test_exactly_the_maximum_number_of_headers_is_served(
     client: httpx.AsyncClient, settings: Settings, alice: User, route: str
 ) -> None:
-    method, path = route.split()
-    body = {"recipient": alice.id, "content": {"type": "text", "text": "many headers"}}
-    kwargs = {"headers": alice.auth, "json": body} if method == "POST" else {}
+    response = await client.send(route_with_headers(client, settings.max_headers, route, alice))
 
-    response = await client.send(request_with_headers(client, settings.max_headers, method, path, **kwargs))
-
-    assert response.status_code == (201 if method == "POST" else 200), response.text
+    assert response.status_code == (201 if route.startswith("POST") else 200), response.text
 
 
 @pytest.mark.parametrize("route", ["GET /check", "POST /messages"])
 async def test_one_header_too_many_is_431(
     client: httpx.AsyncClient, settings: Settings, alice: User, route: str
 ) -> None:
-    method, path = route.split()
-    body = {"recipient": alice.id, "content": {"type": "text", "text": "too many headers"}}
-    kwargs = {"headers": alice.auth, "json": body} if method == "POST" else {}
-
-    response = await client.send(
-        request_with_headers(client, settings.max_headers + 1, method, path, **kwargs))
+    response = await client.send(route_with_headers(client, settings.max_headers + 1, route, alice))
 
     assert str(settings.max_headers) in assert_error(response, 431, "headers_too_large")
     assert response.headers["connection"] == "close"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatsvc.devdb import find_bindir, remove_home, server_home
+from chatsvc.devdb import find_bindir, server_home
 from chatsvc.ha.daemons import (
     Daemon,
     HaError,
@@ -28,6 +28,7 @@ from chatsvc.ha.daemons import (
     postmaster_pid,
     program,
     reap,
+    remove_root,
     render,
     wait_until,
 )
@@ -141,8 +142,7 @@ class PatroniCluster:
     def destroy(self) -> None:
         """Stop, then remove root: its nodes' data (some 100 MB) is made anew by every start."""
         self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-        remove_home(self.root, self.requested_root)
+        remove_root(self.root, self.requested_root)
 
     def daemons(self) -> list[Daemon]:
         return [node.daemon for node in self.nodes.values() if node.daemon]

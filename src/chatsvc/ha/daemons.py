@@ -12,7 +12,7 @@ from contextlib import suppress
 from pathlib import Path
 from string import Template
 
-from chatsvc.devdb import Owner
+from chatsvc.devdb import Owner, remove_home
 
 # Where the configuration templates live: deploy/ha of the source tree (tests and benchmarks only).
 TEMPLATES = Path(__file__).resolve().parents[3] / "deploy" / "ha"
@@ -116,6 +116,13 @@ def reap(root: Path) -> None:
         pgid_file.unlink(missing_ok=True)
     for pidfile in root.rglob("postmaster.pid"):
         kill_postmaster(pidfile.parent)  # Patroni starts it in a session of its own
+
+
+def remove_root(root: Path, requested_root: Path) -> None:
+    """Remove a daemon's directory, all of it (its start writes everything anew), and the emptied
+    directories server_home made for it."""
+    shutil.rmtree(root, ignore_errors=True)
+    remove_home(root, requested_root)
 
 
 def kill_postmaster(data_dir: Path, sig: int = signal.SIGKILL) -> int | None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
-from chatsvc.devdb import find_bindir, remove_home, server_home
-from chatsvc.ha.daemons import Daemon, chown, program, reap, render, wait_until
+from chatsvc.devdb import find_bindir, server_home
+from chatsvc.ha.daemons import Daemon, chown, program, reap, remove_root, render, wait_until
 from chatsvc.ports import free_port
 
 # PgBouncer 1.18 looks users up in this file even with auth_type trust; the password is unused.
@@ -66,8 +65,7 @@ class PgBouncer:
     def destroy(self) -> None:
         """Stop, then remove root (its configuration and log are written anew by every start)."""
         self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-        remove_home(self.root, self.requested_root)
+        remove_root(self.root, self.requested_root)
 
     def _listening(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from starlette.datastructures import MutableHeaders
 
+from chatsvc.middleware.cors import vary_origin
 from tests.http_common import (
     GENERATED_ID,
 )
@@ -58,3 +60,14 @@ async def test_a_cross_origin_response_exposes_the_request_id(
     assert response.headers["access-control-allow-origin"] in ("*", origin)
     exposed = header_list(response, "access-control-expose-headers")
     assert {"x-request-id", "retry-after"} <= exposed, exposed
+
+
+@pytest.mark.parametrize("headers", [
+    [], [(b"content-type", b"text/plain")], [(b"vary", b"Accept")],
+    [(b"a", b"1"), (b"vary", b"Accept"), (b"b", b"2"), (b"vary", b"Cookie"), (b"c", b"3")],
+])
+def test_vary_origin_is_what_starlettes_cors_sets(headers: list[tuple[bytes, bytes]]) -> None:
+    message = {"headers": list(headers)}
+    starlette = MutableHeaders(scope=message)
+    starlette["Vary"] = ", ".join([*starlette.getlist("Vary"), "Origin"])
+    assert vary_origin(list(headers)) == message["headers"]

@@ -14,11 +14,11 @@ from chatsvc.middleware.header_limits import HeaderLimits
 from chatsvc.middleware.internal_errors import InternalErrors
 from chatsvc.middleware.observe import Observe
 from chatsvc.middleware.ratelimit import RateLimit
-from chatsvc.middleware.request_id import RequestId
-from chatsvc.middleware.security_headers import SecurityHeaders
+from chatsvc.middleware.response_headers import ResponseHeaders
 from chatsvc.middleware.trailing_slash import TrailingSlash
 from chatsvc.middleware.unread_body import DrainUnreadBody
 from chatsvc.resources import Resources
+from chatsvc.routing import IndexedRouter
 from chatsvc.web import pages
 
 CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
@@ -52,8 +52,7 @@ def build_app(resources: Resources) -> Starlette:
     settings = resources.settings
     middleware = [
         Middleware(DrainUnreadBody),
-        Middleware(RequestId),
-        Middleware(SecurityHeaders, cors_answers_options=True),
+        Middleware(ResponseHeaders, cors_answers_options=True),
         Middleware(InternalErrors),
         Middleware(Observe, log_requests=settings.access_log, routes=ROUTES),
         Middleware(HeaderLimits, max_headers=settings.max_headers,
@@ -67,7 +66,8 @@ def build_app(resources: Resources) -> Starlette:
         Middleware(RateLimit, settings=settings, known_tokens=resources.known_tokens,
                    max_clients=settings.rate_limit_max_clients, on_limited=_count_limited),
     ]
-    app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    app.router = IndexedRouter(ROUTES)  # before the first request builds the middleware stack
     app.state.resources = resources  # read back through resources.resources_of
     return app
 

@@ -10,8 +10,7 @@ from chatsvc.admin import debug
 from chatsvc.admin.probes import healthz, prometheus_metrics, readyz
 from chatsvc.api.error_handlers import EXCEPTION_HANDLERS
 from chatsvc.middleware.internal_errors import InternalErrors
-from chatsvc.middleware.request_id import RequestId
-from chatsvc.middleware.security_headers import SecurityHeaders
+from chatsvc.middleware.response_headers import ResponseHeaders
 from chatsvc.middleware.trailing_slash import TrailingSlash
 from chatsvc.resources import Resources
 
@@ -26,7 +25,7 @@ def build_admin_app(resources: Resources) -> Starlette:
     """The admin routes; `/debug/*` only with `CHATSVC_DEBUG_ENDPOINTS=true`."""
     routes = [*ROUTES, *(debug.ROUTES if resources.settings.debug_endpoints else [])]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,
-                    middleware=[Middleware(RequestId), Middleware(SecurityHeaders),
+                    middleware=[Middleware(ResponseHeaders),
                                 Middleware(InternalErrors), Middleware(TrailingSlash)])
     app.state.resources = resources  # read back through resources.resources_of
     return app

@@ -10,45 +10,37 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from chatsvc.middleware.base import HttpMiddleware
+from starlette.types import Message, Scope
 
 NO_STORE_PATHS = frozenset({"/login"})
 FRAME_ANCESTORS = b"frame-ancestors 'none'"
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+NO_STORE = (b"cache-control", b"no-store")
 
 
-class SecurityHeaders(HttpMiddleware):
-    def __init__(self, app: ASGIApp, *, cors_answers_options: bool = False) -> None:
-        super().__init__(app)
-        self.cors_answers_options = cors_answers_options
+def is_private(scope: Scope) -> bool:
+    """Whether the answer may hold a token or a user's data: `/login`, or a request with a token."""
+    return ((scope["path"].rstrip("/") or "/") in NO_STORE_PATHS
+            or any(name == b"authorization" for name, _ in scope["headers"]))
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        private = ((scope["path"].rstrip("/") or "/") in NO_STORE_PATHS
-                   or any(name == b"authorization" for name, _ in scope["headers"]))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = self._headers(message, private)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-    def _headers(self, message: Message, private: bool) -> list[tuple[bytes, bytes]]:
-        headers = [(name.lower(), value) for name, value in message.get("headers", ())]
-        found = dict(headers)
-        replaced = {b"x-content-type-options": b"nosniff"}
-        if private:
-            replaced[b"cache-control"] = b"no-store"
-        if found.get(b"content-type", b"").startswith(b"text/html"):
-            policy = found.get(b"content-security-policy")
-            if policy is None:
-                replaced[b"content-security-policy"] = FRAME_ANCESTORS
-            elif b"frame-ancestors" not in policy:
-                replaced[b"content-security-policy"] = policy.rstrip(b"; ") + b"; " + FRAME_ANCESTORS
-        allow = found.get(b"allow")
-        if self.cors_answers_options and message["status"] == 405 and allow is not None:
-            methods = [method.strip() for method in allow.split(b",") if method.strip()]
-            if b"OPTIONS" not in methods:
-                replaced[b"allow"] = b", ".join([*methods, b"OPTIONS"])
-        return [(name, value) for name, value in headers if name not in replaced] + list(replaced.items())
+def secured(message: Message, private: bool, cors_answers_options: bool) -> list[tuple[bytes, bytes]]:
+    """The response start's headers, names lowercased, with the security headers set."""
+    headers = [(name.lower(), value) for name, value in message.get("headers", ())]
+    found = dict(headers)
+    replaced = dict([NOSNIFF, NO_STORE] if private else [NOSNIFF])
+    if found.get(b"content-type", b"").startswith(b"text/html"):
+        policy = found.get(b"content-security-policy")
+        if policy is None:
+            replaced[b"content-security-policy"] = FRAME_ANCESTORS
+        elif b"frame-ancestors" not in policy:
+            replaced[b"content-security-policy"] = policy.rstrip(b"; ") + b"; " + FRAME_ANCESTORS
+    allow = found.get(b"allow")
+    if cors_answers_options and message["status"] == 405 and allow is not None:
+        methods = [method.strip() for method in allow.split(b",") if method.strip()]
+        if b"OPTIONS" not in methods:
+            replaced[b"allow"] = b", ".join([*methods, b"OPTIONS"])
+    if any(name in replaced for name in found):
+        headers = [(name, value) for name, value in headers if name not in replaced]
+    headers.extend(replaced.items())
+    return headers

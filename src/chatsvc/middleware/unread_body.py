@@ -18,6 +18,9 @@ class DrainUnreadBody(HttpMiddleware):
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _has_no_body(scope):
+            await self.app(scope, receive, send)
+            return
         body_read = False
 
         async def tracking_receive() -> Message:
@@ -41,6 +44,19 @@ class DrainUnreadBody(HttpMiddleware):
                 drainer.cancel()
 
         await self.app(scope, tracking_receive, send_draining)
+
+
+def _has_no_body(scope: Scope) -> bool:
+    """An HTTP/1 request with neither `Content-Length` nor `Transfer-Encoding` has no body
+    (RFC 9112 6.3), and one with `Content-Length: 0` an empty one: the server queues only the end
+    of the request, which never fills its queue, so there is nothing to drain. (An HTTP/2 request
+    may send data without declaring a length: it is always drained.)"""
+    if not scope.get("http_version", "1.1").startswith("1"):
+        return False
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return False
+    return True
 
 
 def _last_request_message(message: Message) -> bool:

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from chatsvc.logs import JsonFormatter, JsonLinesHandler, log_access
+from chatsvc.logs import JsonFormatter, JsonLinesHandler, _access_timestamp, _timestamp, log_access
 
 
 def test_a_record_becomes_one_json_object_with_its_extra_fields() -> None:
@@ -45,3 +45,9 @@ def test_the_access_line_written_directly_is_the_line_the_formatter_writes() -> 
     assert list(parsed) == list(json.loads(logged))
     assert {**json.loads(logged), "time": parsed["time"]} == parsed
     assert parsed["time"] == "2023-11-14T22:13:20.012Z" and parsed["logger"] == "chatsvc.access"
+
+
+def test_the_access_timestamp_is_the_formatters_at_every_millisecond_edge() -> None:
+    moments = [1_700_000_000 + n / 1000 + edge for n in range(0, 2001, 7) for edge in (0, 4e-7, 9.994e-4)]
+    moments += [1_700_000_000.9999996, 1_700_000_059.9999999, 1_699_999_999.0]
+    assert [_access_timestamp(now) for now in moments] == [_timestamp(now) for now in moments]

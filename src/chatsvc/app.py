@@ -15,7 +15,6 @@ from chatsvc.middleware.internal_errors import InternalErrors
 from chatsvc.middleware.observe import Observe
 from chatsvc.middleware.ratelimit import RateLimit
 from chatsvc.middleware.response_headers import ResponseHeaders
-from chatsvc.middleware.trailing_slash import TrailingSlash
 from chatsvc.middleware.unread_body import DrainUnreadBody
 from chatsvc.resources import Resources
 from chatsvc.routing import IndexedRouter
@@ -56,8 +55,7 @@ def build_app(resources: Resources) -> Starlette:
         Middleware(InternalErrors),
         Middleware(Observe, log_requests=settings.access_log, routes=ROUTES),
         Middleware(HeaderLimits, max_headers=settings.max_headers,
-                   max_header_bytes=settings.max_header_bytes),
-        Middleware(TrailingSlash),
+                   max_header_bytes=settings.max_header_bytes, strip_trailing_slash=True),
         Middleware(Cors, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
                    allow_headers=CORS_REQUEST_HEADERS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from datetime import UTC, datetime
 from typing import TextIO
@@ -20,6 +21,21 @@ access_log = logging.getLogger("chatsvc.access")
 
 def _timestamp(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_second: tuple[int, str] = (0, "")  # the last whole second stamped, and its text up to the seconds
+
+
+def _access_timestamp(now: float) -> str:
+    """`_timestamp(now)`, with the date and time text made once per second rather than per line."""
+    global _second
+    seconds = math.floor(now)
+    micros = round((now - seconds) * 1_000_000)
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    if _second[0] != seconds:
+        _second = (seconds, datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{micros // 1000:03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -94,7 +110,7 @@ def log_access(now: float, request_id: str | None, method: str, route: str, stat
             "request_id": request_id, "method": method, "route": route, "status": status,
             "duration_ms": duration_ms, "user_id": user_id})
         return
-    line = _AccessLine(_timestamp(now), "info", access_log.name, "request", request_id, method,
+    line = _AccessLine(_access_timestamp(now), "info", access_log.name, "request", request_id, method,
                        route, status, duration_ms, user_id)
     handler.write_line(_access_encoder.encode(line).decode())
 

@@ -7,8 +7,8 @@ Most derive from base.HttpMiddleware: they act on HTTP requests and let other sc
   - security_headers: nosniff everywhere, no-store on private answers, frame-ancestors on HTML
 - internal_errors: the last-resort 500 in the envelope
 - observe: metrics and the access log, by route template
-- header_limits: too many headers or header bytes (431)
-- trailing_slash: `/messages/` is `/messages`
+- header_limits: too many headers or header bytes (431); then, in the same layer,
+  - trailing_slash: `/messages/` is `/messages` (a layer of its own on the admin listener)
 - cors: Starlette's, with a refused preflight in the envelope
 - ratelimit: token buckets per client and the 429 before the app runs
 """

@@ -144,19 +144,27 @@ class RateLimit:
         self.on_limited = on_limited
         self.general = _table(settings.rate, settings.burst, clock, max_clients)
         self.auth = _table(settings.auth_rate / 60, settings.auth_burst, clock, max_clients)
+        # Working out a client from its address and X-Forwarded-For costs more than the rest of
+        # the limiter; the same clients come back again and again, so each one's answer is kept
+        # (a bounded cache, like the bucket table).
+        self._bucket_of = functools.lru_cache(maxsize=4096)(self._bucket_for)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (self.general is None and self.auth is None):
             await self.app(scope, receive, send)
             return
-        address = client_bucket(client_address(scope, self.trusted_proxies))
-        checks: list[tuple[str, BucketTable, Hashable]] = []
-        if self.general is not None:
-            checks.append(("general", self.general, self._client_key(scope, address)))
-        if self.auth is not None and _is_sign_up_or_login(scope):
-            checks.append(("auth", self.auth, ("addr", address)))
+        peer = scope["client"][0] if scope.get("client") else ""
+        address = self._bucket_of(peer, _forwarded_for(scope) if self.trusted_proxies else b"")
         closest: tuple[BucketTable, Decision] | None = None
-        for label, table, key in checks:
+        for label, table in (("general", self.general), ("auth", self.auth)):
+            if table is None:
+                continue
+            if table is self.general:
+                key = self._client_key(scope, address)
+            elif _is_sign_up_or_login(scope):
+                key = ("addr", address)
+            else:
+                continue
             decision = table.take(key)
             if not decision.allowed:
                 if self.on_limited is not None:
@@ -177,6 +185,9 @@ class RateLimit:
 
         await self.app(scope, receive, send_with_budget)
 
+    def _bucket_for(self, peer: str, forwarded: bytes) -> str:
+        return client_bucket(address_from(peer, forwarded, self.trusted_proxies))
+
     def _client_key(self, scope: Scope, address: str) -> Hashable:
         authorization = next((value for name, value in scope["headers"] if name == b"authorization"),
                              None)
@@ -192,9 +203,17 @@ class RateLimit:
 def client_address(scope: Scope, trusted_proxies: tuple[Network, ...]) -> str:
     """The peer's address, or the one `X-Forwarded-For` names when the peer is a trusted proxy."""
     peer = scope["client"][0] if scope.get("client") else ""
+    return address_from(peer, _forwarded_for(scope) if trusted_proxies else b"", trusted_proxies)
+
+
+def _forwarded_for(scope: Scope) -> bytes:
+    return b",".join(value for name, value in scope["headers"] if name == b"x-forwarded-for")
+
+
+def address_from(peer: str, forwarded: bytes, trusted_proxies: tuple[Network, ...]) -> str:
+    """`client_address` from the peer's address and the request's `X-Forwarded-For` values."""
     if not trusted_proxies or not _is_trusted(_parse_ip(peer), trusted_proxies):
         return peer
-    forwarded = b",".join(value for name, value in scope["headers"] if name == b"x-forwarded-for")
     address = peer
     # Each proxy appends the address it saw, so reading from the right, the first hop that is not
     # a trusted proxy is the client; whatever stands left of it the client could have written.

@@ -12,8 +12,13 @@ class TrailingSlash:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
-            # In place: outer middleware reads the matched route from this same scope.
-            scope["path"] = path.rstrip("/") or "/"
+        if scope["type"] == "http":
+            strip_trailing_slash(scope)
         await self.app(scope, receive, send)
+
+
+def strip_trailing_slash(scope: Scope) -> None:
+    path = scope.get("path", "")
+    if len(path) > 1 and path.endswith("/"):
+        # In place: outer middleware reads the matched route from this same scope.
+        scope["path"] = path.rstrip("/") or "/"

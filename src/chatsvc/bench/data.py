@@ -171,5 +171,6 @@ def write_lua_data(
         *(f"    {json.dumps(tokens[uid])}," for uid in range(1, len(tokens) + 1)),
         "  },\n}\n",
     ]
+    path.parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no .data yet
     path.write_text("\n".join(lines))
     return path

@@ -27,6 +27,7 @@ from chatsvc.passwords import HashQueueFull, Passwords
 from chatsvc.readiness import Readiness
 from chatsvc.resources import Resources
 from chatsvc.testing import User
+from chatsvc.tokens import token_digest
 
 
 def sample(name: str) -> float:
@@ -90,8 +91,11 @@ async def test_hashes_refused_for_a_full_queue_are_counted(settings: Settings):
         passwords.close()
 
 
-async def test_the_fanout_lag_is_observed_for_each_new_message(client: httpx.AsyncClient, alice: User,
-                                                               bob: User):
+async def test_the_fanout_lag_is_observed_for_each_new_message(
+        client: httpx.AsyncClient, resources: Resources, alice: User, bob: User):
+    # Observed where a stream the message concerns is held (a process holding none drops it).
+    stream = resources.fanout.subscribe(bob.id, token_digest(bob.token), "127.0.0.1")
+    await resources.fanout.starting_point(stream)
     before = sample("chatsvc_stream_fanout_lag_seconds_count")
     sum_before = sample("chatsvc_stream_fanout_lag_seconds_sum")
     started = time.monotonic()
@@ -107,6 +111,7 @@ async def test_the_fanout_lag_is_observed_for_each_new_message(client: httpx.Asy
     # In seconds: no longer than the whole wait, however slow the machine.
     lag = sample("chatsvc_stream_fanout_lag_seconds_sum") - sum_before
     assert 0 <= lag <= time.monotonic() - started, lag
+    stream.close()
 
 
 def request_sample(name: str, **labels: str) -> float:

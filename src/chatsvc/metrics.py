@@ -76,7 +76,8 @@ STREAMS_ENDED = Counter(
 STREAM_FANOUT_LAG = Histogram(
     "chatsvc_stream_fanout_lag_seconds",
     "From a new message's notification reaching this process to its streams being woken "
-    "(the wait for older transactions to settle).",
+    "(the wait for older transactions to settle); only for messages a stream held by this "
+    "process concerns.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 STREAM_LISTENER_RECONNECTS = Counter(
     "chatsvc_stream_listener_reconnects_total", "Times the LISTEN connection was lost and remade.")

@@ -14,11 +14,12 @@ import time
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from chatsvc import metrics
 from chatsvc.app import build_app
 from chatsvc.config import Settings
 from chatsvc.db import create_pool
@@ -115,7 +116,56 @@ async def test_the_fanout_lag_is_observed_for_each_new_message(
 
 
 def request_sample(name: str, **labels: str) -> float:
+    metrics.REQUEST_TALLY.flush()  # as a scrape does first
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def ignore(message: Message) -> None:
+    pass
+
+
+def test_a_flush_adds_to_the_metrics_what_observing_each_request_would() -> None:
+    """The tally's sums go into prometheus_client's own histogram parts: as its observe() would."""
+    reference = Histogram("reference_seconds", "", registry=CollectorRegistry(),
+                          buckets=metrics.REQUEST_SECONDS._upper_bounds)
+    route = f"/tallied-{secrets.token_hex(4)}"
+    # Bucket bounds themselves, values between, zero, and beyond the last finite bound; two flushes.
+    batches = [0.0, 0.001, 0.0011, 0.0025, 0.3, 0.3], [10.0, 10.5, 0.0049, 7.0]
+    for batch in batches:
+        for seconds in batch:
+            metrics.REQUEST_TALLY.observe(route, "GET", 200 if seconds < 1 else 504, seconds)
+            reference.observe(seconds)
+        metrics.REQUEST_TALLY.flush()
+    bounds = [*("0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0"),
+              *("2.5", "5.0", "10.0", "+Inf")]
+    tallied = {le: REGISTRY.get_sample_value("chatsvc_http_request_duration_seconds_bucket",
+                                             {"route": route, "method": "GET", "le": le}) for le in bounds}
+    observed = {le: reference.collect()[0].samples[n].value for n, le in enumerate(bounds)}
+    assert tallied == observed
+    assert observed["+Inf"] == 10
+    assert request_sample("chatsvc_http_request_duration_seconds_sum", route=route,
+                          method="GET") == pytest.approx(sum(map(sum, batches)))
+    assert request_sample("chatsvc_http_requests_total", route=route, method="GET", status="200") == 7
+    assert request_sample("chatsvc_http_requests_total", route=route, method="GET", status="504") == 3
+
+
+async def test_the_in_flight_gauge_counts_a_request_until_it_is_answered() -> None:
+    during: list[float] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        during.append(request_sample("chatsvc_http_requests_in_flight"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    before = request_sample("chatsvc_http_requests_in_flight")
+    scope = {"type": "http", "method": "GET", "path": "/", "root_path": "", "headers": [], "state": {}}
+    await Observe(app, log_requests=False)(scope, no_body, ignore)
+    assert during == [before + 1]
+    assert request_sample("chatsvc_http_requests_in_flight") == before
 
 
 async def test_the_request_duration_ends_when_the_response_has_been_sent() -> None:
@@ -127,12 +177,6 @@ async def test_the_request_duration_ends_when_the_response_has_been_sent() -> No
         now[0] += 0.002  # producing the body
         await send({"type": "http.response.body", "body": b"ok"})
         now[0] += 30.0  # after the response: a background task, say
-
-    async def ignore(message: Message) -> None:
-        pass
-
-    async def no_body() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
 
     route = f"/timed-{secrets.token_hex(4)}"
     observed = Observe(app, log_requests=False, routes=[Route(route, PlainTextResponse("ok"))],

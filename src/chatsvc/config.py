@@ -144,6 +144,11 @@ class Settings:
         "Seconds between background database health checks behind `/check`, and between each "
         "stream listener's periodic looks: a message no chatsvc process announced (written with "
         "psql or by the importer) reaches streams within two of these.")
+    metrics_flush_interval: float = _setting(
+        "CHATSVC_METRICS_FLUSH_INTERVAL", "1", _number(0.01, 60),
+        "Seconds between each process's writes of its request counts, latencies and in-flight "
+        "gauge to the metrics: with several workers a scrape sees the other workers' requests "
+        "at most this late (the answering worker's at once).")
     max_body_bytes: int = _setting("CHATSVC_MAX_BODY_BYTES", "65536", _integer(64, 64 << 20),
                                    "Largest request body; larger is 413.")
     max_header_bytes: int = _setting(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
-from typing import Any
+from bisect import bisect_left
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -86,24 +87,66 @@ BUILD_INFO = Gauge("chatsvc_build_info", "Always 1; the labels say what is runni
 BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)
 
 
-# (route, method, status) -> the children of REQUESTS and REQUEST_SECONDS for it. `labels()` takes a
-# lock and builds its key on every call; the label sets are few (fixed sets, above), so each
-# pair is looked up once per process.
-_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+class RequestTally:
+    """This process's requests since the last flush, in plain memory, written out by `flush()`.
+
+    In multiprocess mode each prometheus_client update is a locked write to a memory-mapped
+    file; counting, timing and the in-flight gauge cost five of them per request. Here a
+    request costs a few dict updates instead, and `flush()` writes the sums: every
+    CHATSVC_METRICS_FLUSH_INTERVAL, before this process answers a scrape, and when it stops.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = 0  # read by the in-flight gauge at each flush
+        self._counts: dict[tuple[str, str, int], int] = {}
+        # (route, method) -> [sum of seconds, then a count per bucket as prometheus_client has them]
+        self._timings: dict[tuple[str, str], list[float]] = {}
+        self._bounds = REQUEST_SECONDS._upper_bounds  # ascending, the last one +Inf
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and time it, by route template, method label and status."""
+        counts = self._counts
+        key = (route, method, status)
+        counts[key] = counts.get(key, 0) + 1
+        timing = self._timings.get((route, method))
+        if timing is None:
+            timing = self._timings[(route, method)] = [0.0] * (len(self._bounds) + 1)
+        timing[0] += seconds
+        # Histogram.observe's bucket: the first whose bound is at least `seconds`.
+        timing[1 + bisect_left(self._bounds, seconds)] += 1
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to the metrics; set the in-flight gauge."""
+        counts, self._counts = self._counts, {}
+        timings, self._timings = self._timings, {}
+        for (route, method, status), count in counts.items():
+            REQUESTS.labels(route, method, str(status)).inc(count)
+        for (route, method), timing in timings.items():
+            # Histogram.observe adds to the sum and to one bucket (buckets are made cumulative
+            # when collected); there is no public call that adds n observations at once.
+            child = REQUEST_SECONDS.labels(route, method)
+            child._sum.inc(timing[0])
+            for bucket, observed in zip(child._buckets, timing[1:], strict=True):
+                if observed:
+                    bucket.inc(observed)
+        IN_FLIGHT.set(self.in_flight)
 
 
-def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    """Count one answered request and time it, by route template, method label and status."""
-    children = _request_children.get((route, method, status))
-    if children is None:
-        children = (REQUESTS.labels(route, method, str(status)), REQUEST_SECONDS.labels(route, method))
-        _request_children[(route, method, status)] = children
-    children[0].inc()
-    children[1].observe(seconds)
+# Requests are counted only in the event loop's thread (the Observe middleware, the flushes), so
+# the tally needs no lock.
+REQUEST_TALLY = RequestTally()
+
+
+async def flush_requests_forever(interval: float) -> None:
+    """Flush this process's request tally every `interval` seconds, so other workers' scrapes see it."""
+    while True:
+        await asyncio.sleep(interval)
+        REQUEST_TALLY.flush()
 
 
 def scrape() -> tuple[bytes, str]:
     """The Prometheus text of this process, or of the whole worker group when there is one."""
+    REQUEST_TALLY.flush()  # exact for this process; other workers' are at most their flush interval late
     directory = os.environ.get(MULTIPROCESS_DIR_ENV)
     if not directory:
         return generate_latest(PROCESS_REGISTRY), CONTENT_TYPE_LATEST

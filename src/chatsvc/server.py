@@ -91,7 +91,7 @@ class Drain:
 
 async def serve(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
     """Serve both listeners on already-bound sockets until a signal has drained them."""
-    from chatsvc import framing
+    from chatsvc import framing, metrics
     from chatsvc.admin import build_admin_app
     from chatsvc.app import build_app
     from chatsvc.resources import open_resources
@@ -104,11 +104,19 @@ async def serve(settings: Settings, sockets: tuple[Sockets, Sockets]) -> None:
             loop.add_signal_handler(signum, drain.on_signal, signum)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, DRAIN_SIGNALS)  # blocked while a worker starts
         apps = build_app(resources), build_admin_app(resources)
-        await asyncio.gather(*(
-            # Starlette's and hypercorn's ASGI type hints differ in spelling, not in meaning.
-            worker_serve(wrap_app(cast(ASGIFramework, app), 0, "asgi"), hypercorn_config(settings, address),
-                         sockets=bound, shutdown_trigger=drain.listeners_closed.wait)
-            for app, address, bound in zip(apps, listeners(settings), sockets, strict=True)))
+        flusher = loop.create_task(metrics.flush_requests_forever(settings.metrics_flush_interval),
+                                   name="metrics-flush")
+        try:
+            await asyncio.gather(*(
+                # Starlette's and hypercorn's ASGI type hints differ in spelling, not in meaning.
+                worker_serve(wrap_app(cast(ASGIFramework, app), 0, "asgi"),
+                             hypercorn_config(settings, address), sockets=bound,
+                             shutdown_trigger=drain.listeners_closed.wait)
+                for app, address, bound in zip(apps, listeners(settings), sockets, strict=True)))
+        finally:
+            flusher.cancel()
+            # The requests served since the last flush, the drain's included, are counted too.
+            metrics.REQUEST_TALLY.flush()
     log.info("stopped")
 
 

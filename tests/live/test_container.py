@@ -265,8 +265,15 @@ async def serves_the_api_and_the_probes(container: Container) -> None:
     async with httpx.AsyncClient(base_url=container.admin_url, timeout=10) as admin:
         assert (await admin.get("/healthz")).json() == {"status": "ok"}
         assert (await admin.get("/readyz")).json() == {"status": "ready"}
-        metrics = (await admin.get("/metrics")).text
-    assert 'chatsvc_http_requests_total{method="POST",route="/messages",status="201"}' in metrics
+        # The other worker writes its counts every CHATSVC_METRICS_FLUSH_INTERVAL (1 s): a
+        # scrape answered by this one sees the POST within moments (bounded, for a failure).
+        deadline = time.monotonic() + 30
+        posted = 'chatsvc_http_requests_total{method="POST",route="/messages",status="201"}'
+        for _ in range(300):
+            if posted in (metrics := (await admin.get("/metrics")).text) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    assert posted in metrics, metrics
 
 
 def test_it_runs_as_uid_10001_on_a_read_only_root_with_a_writable_tmp(container: Container):

@@ -33,7 +33,8 @@ class Observe(HttpMiddleware):
         started = clock()
         status = 500  # what the client sees if the app raises before answering
         finished: float | None = None
-        metrics.IN_FLIGHT.inc()
+        tally = metrics.REQUEST_TALLY
+        tally.in_flight += 1
 
         async def send_observed(message: Message) -> None:
             nonlocal status, finished
@@ -48,7 +49,7 @@ class Observe(HttpMiddleware):
         try:
             await self.app(scope, receive, send_observed)
         finally:
-            metrics.IN_FLIGHT.dec()
+            tally.in_flight -= 1
             self._record(scope, status, (finished if finished is not None else clock()) - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
@@ -57,7 +58,7 @@ class Observe(HttpMiddleware):
         method = scope["method"]
         # A client may send any token as its method: only the ones HTTP defines become a label.
         label = method if method in metrics.HTTP_METHODS else metrics.OTHER_METHOD
-        metrics.observe_request(template, label, status, seconds)
+        metrics.REQUEST_TALLY.observe(template, label, status, seconds)
         if self.log_requests:
             state = scope.get("state", {})
             log_access(time.time(), state.get("request_id"), method, template, status,

@@ -64,7 +64,7 @@ ORDER BY n, i
 # others, added after the bulk: the data a listing must stay bounded on (tests/test_listing_skew.py).
 HOT_MESSAGES = """
 INSERT INTO messages (sender_id, recipient_id, content)
-SELECT 1 + (g * 7919) % ($2::int - 1), $2::int, '{"type":"text","text":"big fan!"}'
+SELECT 1 + (g::bigint * 7919) % ($2::int - 1), $2::int, '{"type":"text","text":"big fan!"}'
 FROM generate_series(1, $1::int) AS g
 """
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import httpx
 import pytest
 
+from chatsvc.middleware.request_id import assign_request_id
 from tests.http_common import (
     GENERATED_ID,
 )
@@ -78,3 +80,22 @@ async def test_an_insane_request_id_is_replaced(
     assert response.headers.get_list("x-request-id") != [request_id.decode("latin-1")]
     assert GENERATED_ID.match(response.headers["x-request-id"]), response.headers["x-request-id"]
     assert "set-cookie" not in response.headers
+
+
+def test_a_forked_process_does_not_repeat_its_parents_request_ids() -> None:
+    """Ids come from a generator seeded once per process, not from a system call per request: a
+    child forked from a process that already made ids must not make the same ones."""
+    scope = {"type": "http", "headers": []}
+    assign_request_id(dict(scope))
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os.close(read_end)
+        os.write(write_end, assign_request_id(dict(scope)))
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        childs = reader.read()
+    os.waitpid(child, 0)
+    parents = assign_request_id(dict(scope))
+    assert GENERATED_ID.match(childs.decode()) and childs != parents

@@ -19,7 +19,7 @@ from chatsvc.db import BoundedPool
 from chatsvc.errors import ApiError, ErrorCode, invalid_request, unauthorized
 from chatsvc.resources import resources_of
 from chatsvc.schemas import CONTENT_TYPES, encoder
-from chatsvc.tokens import token_digest
+from chatsvc.tokens import presented_digest
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -108,7 +108,7 @@ def json_response(payload: object, status: int = 200) -> Response:
 
 def token_hash(request: Request) -> bytes:
     """SHA-256 of the presented token (`Bearer <t>` or a bare `<t>`, as the original took)."""
-    digest = token_digest(request.headers.get("authorization", ""))
+    digest = presented_digest(request.scope)
     if digest is None:
         raise unauthorized()
     return digest

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsvc.config import Settings
 from chatsvc.errors import ApiError, ErrorCode, error_response
-from chatsvc.tokens import token_digest
+from chatsvc.tokens import presented_digest
 
 Clock = Callable[[], float]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -189,13 +189,10 @@ class RateLimit:
         return client_bucket(address_from(peer, forwarded, self.trusted_proxies))
 
     def _client_key(self, scope: Scope, address: str) -> Hashable:
-        authorization = next((value for name, value in scope["headers"] if name == b"authorization"),
-                             None)
-        if authorization is not None:
-            digest = token_digest(authorization.decode("latin-1"))
-            user_id = None if digest is None else self.known_tokens.user_id(digest)
-            if user_id is not None:
-                return ("user", user_id)
+        digest = presented_digest(scope)
+        user_id = None if digest is None else self.known_tokens.user_id(digest)
+        if user_id is not None:
+            return ("user", user_id)
         # Unknown tokens count against the address, so inventing tokens buys no fresh buckets.
         return ("addr", address)
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import secrets
 
 from starlette.types import Scope
 
 _SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+# A request id correlates log lines; it grants nothing, so it needs to be unique, not secret.
+# `secrets` would cost a system call per request: ids come from a generator seeded once per
+# process from the operating system's randomness instead (random.Random() seeds itself so).
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # a forked child must not repeat its parent's ids
 
 
 def assign_request_id(scope: Scope) -> bytes:
@@ -15,7 +21,7 @@ def assign_request_id(scope: Scope) -> bytes:
     state for the logs."""
     request_id = next((value for name, value in scope["headers"] if name == b"x-request-id"), None)
     if request_id is None or not _SANE_REQUEST_ID.fullmatch(request_id):
-        request_id = secrets.token_hex(16).encode()
+        request_id = b"%032x" % _ids.getrandbits(128)
     scope.setdefault("state", {})["request_id"] = request_id.decode()
     return request_id
 

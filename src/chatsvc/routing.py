@@ -8,6 +8,19 @@ from starlette.routing import BaseRoute, Match, Route, Router
 from starlette.types import Receive, Scope, Send
 
 
+def scanned_route(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The route Starlette's router hands `scope` to: the first full match, else the first partial
+    (a path whose route takes other methods: the 405)."""
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return partial
+
+
 class IndexedRouter(Router):
     """Starlette's router, which tries every route's pattern in turn until one matches (fifteen
     for `/messages`), with a dictionary in front of it for the paths without parameters.

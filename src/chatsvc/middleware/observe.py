@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsvc import metrics
 from chatsvc.logs import log_access
 from chatsvc.middleware.base import HttpMiddleware
+from chatsvc.routing import scanned_route
 
 
 class Observe(HttpMiddleware):
@@ -21,7 +22,7 @@ class Observe(HttpMiddleware):
     after that (a background task, releasing what it held) is not the request's latency.
     """
 
-    def __init__(self, app: ASGIApp, *, log_requests: bool, routes: Sequence[Route] = (),
+    def __init__(self, app: ASGIApp, *, log_requests: bool, routes: Sequence[BaseRoute] = (),
                  clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__(app)
         self.log_requests = log_requests
@@ -53,8 +54,9 @@ class Observe(HttpMiddleware):
             self._record(scope, status, (finished if finished is not None else clock()) - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        route = scope.get("route") or self._route_of(scope)
-        template = route.path if route is not None else metrics.UNMATCHED_ROUTE
+        # An answer given before routing (a 429, a 431) is named by the route the router would have chosen.
+        route = scope.get("route") or scanned_route(self.routes, scope)
+        template = getattr(route, "path", metrics.UNMATCHED_ROUTE)
         method = scope["method"]
         # A client may send any token as its method: only the ones HTTP defines become a label.
         label = method if method in metrics.HTTP_METHODS else metrics.OTHER_METHOD
@@ -63,14 +65,3 @@ class Observe(HttpMiddleware):
             state = scope.get("state", {})
             log_access(time.time(), state.get("request_id"), method, template, status,
                        round(seconds * 1000, 3), state.get("user_id"))
-
-    def _route_of(self, scope: Scope) -> Route | None:
-        """The route the router would have chosen, for an answer given before routing."""
-        partial = None
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return route
-            if match is Match.PARTIAL and partial is None:
-                partial = route
-        return partial

@@ -59,6 +59,7 @@ def results() -> Results:
         [
             FanoutRun(1, 2000, 6.5, 2000, 0, 0, Latency(0.4, 6.0, 33.0), Latency(3.5, 11.0, 38.0)),
             FanoutRun(8, 2000, 8.4, 2000, 0, 0, Latency(-2.7, 4.5, 22.0), Latency(19.0, 165.0, 269.0)),
+            FanoutRun(8, 2000, 8.1, 2000, 0, 0, Latency(2.1, 9.5, 24.0), Latency(21.0, 170.0, 270.0), 0.005),
         ],
     )
     return Results(
@@ -68,6 +69,7 @@ def results() -> Results:
         pgbench={key: [run(3000), run(2600)] for key in ("post", "get", "login", *CONVERSATION_KINDS)},
         uvicorn={key: [(run(1000), run(1100))] * 2 for key in ("check", "post", "get")},
         pooler={key: [(run(1000), run(800))] * 2 for key in ("post", "get")},
+        announce={"post": [(run(1000), run(1300))] * 2},
         storm=[(run(350, 6), run(340, 9), run(8, 3000, 174))] * 2,
         profiles={"check": "10 function calls in 1 second\n   ncalls  tottime"},
         commands={"check": "wrk -t2 -c32 ..."},
@@ -115,6 +117,7 @@ def test_the_report_has_every_section_and_well_formed_tables(tmp_path: Path) -> 
         "How it was run",
         "Routes",
         "Connection pooler: PgBouncer against direct connections",
+        "Announcing new messages in batches: `CHATSVC_STREAM_ANNOUNCE_WINDOW`",
         "Login storm",
         "Profiles",
         "Fan-out: GET /messages/stream across processes",
@@ -123,7 +126,10 @@ def test_the_report_has_every_section_and_well_formed_tables(tmp_path: Path) -> 
     for name in (report.TUNING, report.SCALE, report.FANOUT):
         assert text.count(f"<!-- BEGIN {name} -->") == 1 and text.count(f"<!-- END {name} -->") == 1
     assert not re.search(r"\$\{?[a-z_]{2,}", text), "a template name was left unfilled"
-    assert "| 8 | 238 | 2000 | 0 | 0 | -2.70 / 4.50 / 22.00 | 19.00 / 165.00 / 269.00 |" in text
+    assert "| 8 | 0 | 238 | 2000 | 0 | 0 | -2.70 / 4.50 / 22.00 | 19.00 / 165.00 / 269.00 |" in text
+    assert "| 8 | 5 | 247 | 2000 | 0 | 0 | 2.10 / 9.50 / 24.00 | 21.00 / 170.00 / 270.00 |" in text
+    batched = "| POST /messages | 1 | 1,000 | 1,300 | 1.30 | 0.800 / 0.800 | 0.400 / 0.400 | 20.00 / 20.00 |"
+    assert batched in text
     assert "| POST /messages ≥ 0.5 × pgbench (same SQL) | 0.50 | 0.54 | **met** |" in text
     assert "| POST /messages | 1 | 800 | 1,000 | 0.80 |" in text  # through PgBouncer, then direct
     assert "req/s as a ratio of direct connections: POST /messages 0.80 / 0.80;" in text

@@ -252,7 +252,8 @@ class Settings:
         "Seconds a process waits after announcing new messages (one `NOTIFY` statement, a "
         "transaction of its own) before it announces the next ones: a larger window gathers more "
         "messages per statement, saving database CPU at high send rates, and delays live "
-        "delivery by up to that much. 0: announce as soon as the previous announcement is done.")
+        "delivery by up to that much (BENCHMARKS.md measures both). 0: announce as soon as the "
+        "previous announcement is done.")
     stream_session_check: float = _setting(
         "CHATSVC_STREAM_SESSION_CHECK", "60", _number(0.05, 86400),
         "Seconds between checks that an event stream's session is still valid; a stream whose "

@@ -63,6 +63,8 @@ SCENARIOS = {
 UVICORN_SCENARIOS = ("check", "post", "get")
 # Routes measured directly and through PgBouncer (transaction pooling): the pooler's cost.
 POOLER_SCENARIOS = ("post", "get")
+# Routes measured with each new message announced at once and in batches (the announce window).
+ANNOUNCE_SCENARIOS = ("post",)
 
 
 @dataclass
@@ -87,6 +89,9 @@ class Options:
     fanout_streams: int = 100
     fanout_messages: int = 2000  # posted in each fan-out run
     fanout_concurrency: tuple[int, ...] = (1, 8)  # concurrent posters, one run each
+    # CHATSVC_STREAM_ANNOUNCE_WINDOW of the batched-announcement runs: POST /messages against a
+    # server announcing at once, and the fan-out with the posting process announcing so.
+    announce_window: float = 0.005
     scenarios: tuple[str, ...] = tuple(SCENARIOS)
     # 1: PostgreSQL with fsync, synchronous_commit and full_page_writes off, labelled in the report.
     not_durable: int = 0

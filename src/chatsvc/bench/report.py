@@ -126,6 +126,8 @@ def report(results: Results, opts: Options) -> str:
         uvicorn_command=" ".join(["uvicorn", *uvicorn_argv(opts, "<port>")[3:]]),
         uvicorn=tables.uvicorn(results),
         pooler=tables.pooler(results),
+        announce_window=f"{opts.announce_window * 1000:g}",
+        announce=tables.announce(results),
         paced_connections=opts.paced_connections,
         pace_ms=opts.pace_ms,
         storm_logins=opts.storm_logins,

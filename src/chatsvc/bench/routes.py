@@ -17,6 +17,7 @@ from chatsvc.bench.fanout import FanoutResult, run_fanout
 from chatsvc.bench.load import Load, Run
 from chatsvc.bench.machine import describe_machine
 from chatsvc.bench.options import (
+    ANNOUNCE_SCENARIOS,
     LOGS,
     POOLER_SCENARIOS,
     SCENARIOS,
@@ -26,7 +27,14 @@ from chatsvc.bench.options import (
     log,
 )
 from chatsvc.bench.pgbench import Pgbench
-from chatsvc.bench.servers import BenchServer, chatsvc_server, pooled_server, profile_of, uvicorn_server
+from chatsvc.bench.servers import (
+    BenchServer,
+    batched_server,
+    chatsvc_server,
+    pooled_server,
+    profile_of,
+    uvicorn_server,
+)
 from chatsvc.testing import DatabaseFactory
 
 PROFILE_LINES = 15  # of each profile, in the report
@@ -40,6 +48,8 @@ class Results:
     pgbench: dict[str, list[Run]] = field(default_factory=dict)
     uvicorn: dict[str, list[tuple[Run, Run]]] = field(default_factory=dict)  # (hypercorn, uvicorn)
     pooler: dict[str, list[tuple[Run, Run]]] = field(default_factory=dict)  # (direct, via PgBouncer)
+    # (announcing at once, in batches: opts.announce_window)
+    announce: dict[str, list[tuple[Run, Run]]] = field(default_factory=dict)
     storm: list[tuple[Run, Run, Run]] = field(default_factory=list)  # (quiet GET, GET in storm, logins)
     profiles: dict[str, str] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
@@ -88,6 +98,12 @@ def run_bench(opts: Options) -> Results:
             log(f"chatsvc serve through PgBouncer: {opts.workers} workers on {pooled.url}")
             for key in (k for k in POOLER_SCENARIOS if k in opts.scenarios):
                 alternating(SCENARIOS[key], load, hyper, pooled, results.pooler)
+            pooled.stop()
+            batched = cleanup.enter_context(batched_server(opts, data.dsn))
+            load.servers = [hyper, batched]
+            log(f"chatsvc serve announcing at most every {opts.announce_window * 1000:g} ms on {batched.url}")
+            for key in (k for k in ANNOUNCE_SCENARIOS if k in opts.scenarios):
+                alternating(SCENARIOS[key], load, hyper, batched, results.announce)
             results.commands = load.commands
         results.fanout = run_fanout(server_dsn, opts)
     results.elapsed = time.monotonic() - began

@@ -82,6 +82,13 @@ def chatsvc_server(opts: Options, dsn: str, name: str = "hypercorn") -> BenchSer
     return BenchServer(name, dsn, opts.workers, cheap_hashing=False, settings=settings)
 
 
+def batched_server(opts: Options, dsn: str) -> BenchServer:
+    """chatsvc at the same settings, announcing new messages at most once per opts.announce_window."""
+    server = chatsvc_server(opts, dsn, name="batched")
+    server.env["CHATSVC_STREAM_ANNOUNCE_WINDOW"] = f"{opts.announce_window:g}"
+    return server
+
+
 @contextlib.contextmanager
 def pooled_server(opts: Options, dsn: str) -> Iterator[BenchServer]:
     """chatsvc at the same settings, its request pool through PgBouncer (deploy/ha/pgbouncer.ini)."""
@@ -108,12 +115,13 @@ def uvicorn_server(opts: Options, dsn: str) -> BenchServer:
     )
 
 
-def fanout_server(dsn: str, name: str, streams: int) -> BenchServer:
+def fanout_server(dsn: str, name: str, streams: int, announce_window: float = 0) -> BenchServer:
     """One `chatsvc serve` process for `streams` streams: cheap password hashing, no rate limits."""
     settings = {
         **FANOUT_SETTINGS,
         "CHATSVC_STREAM_MAX_PER_PROCESS": str(streams),
         "CHATSVC_DB_POOL_MAX": "20",
+        "CHATSVC_STREAM_ANNOUNCE_WINDOW": f"{announce_window:g}",
     }
     return BenchServer(name, dsn, 1, settings=settings)
 

@@ -165,6 +165,30 @@ def pooler(results: Results) -> str:
     return _pairs(pairs, "PgBouncer", "direct")
 
 
+def announce(results: Results) -> str:
+    """POST /messages announced at once against in batches, a row per pair of alternating runs."""
+    header = (
+        "route | run | req/s at once | req/s in batches | batches ÷ at once | "
+        "app CPU ms/req at once / in batches | PostgreSQL CPU ms/req at once / in batches | "
+        "p99 ms at once / in batches"
+    )
+    rows = [
+        [
+            title(key),
+            n,
+            num(at_once.rate),
+            num(batched.rate),
+            num(batched.rate / at_once.rate, 2),
+            f"{num(at_once.server_cpu, 3)} / {num(batched.server_cpu, 3)}",
+            f"{num(at_once.pg_cpu, 3)} / {num(batched.pg_cpu, 3)}",
+            f"{num(at_once.p99_ms, 2)} / {num(batched.p99_ms, 2)}",
+        ]
+        for key, runs in results.announce.items()
+        for n, (at_once, batched) in enumerate(runs, start=1)
+    ]
+    return table(header, rows)
+
+
 def _pairs(pairs: dict[str, list[tuple[Run, Run]]], first: str, second: str, rss: bool = False) -> str:
     """Alternating runs of two servers, a row per pair: rates, their ratio, p99, CPU (and RSS)."""
     header = (
@@ -314,12 +338,13 @@ def conversation_growth(result: Growth) -> str:
 
 def fanout(result: FanoutResult) -> str:
     header = (
-        "posters | messages/s | received | missing | duplicates | "
+        "posters | announce window ms | messages/s | received | missing | duplicates | "
         "201 → event p50 / p99 / max ms | POST → event p50 / p99 / max ms"
     )
     rows = [
         [
             run.concurrency,
+            num(run.announce_window * 1000, 0),
             num(run.messages / run.seconds),
             run.received,
             run.missing,

@@ -87,23 +87,22 @@ def run_bench(opts: Options) -> Results:
                 measure_route(SCENARIOS[key], load, pgbench, hyper, results)
             if "get" in opts.scenarios:
                 log_in_storm(opts, load, hyper, results)
-            uvicorn = cleanup.enter_context(uvicorn_server(opts, data.dsn))
-            load.servers = [hyper, uvicorn]
-            log(f"uvicorn: {opts.workers} workers on {uvicorn.url}")
-            for key in (k for k in UVICORN_SCENARIOS if k in opts.scenarios):
-                alternating(SCENARIOS[key], load, hyper, uvicorn, results.uvicorn)
-            uvicorn.stop()
-            pooled = cleanup.enter_context(pooled_server(opts, data.dsn))
-            load.servers = [hyper, pooled]
-            log(f"chatsvc serve through PgBouncer: {opts.workers} workers on {pooled.url}")
-            for key in (k for k in POOLER_SCENARIOS if k in opts.scenarios):
-                alternating(SCENARIOS[key], load, hyper, pooled, results.pooler)
-            pooled.stop()
-            batched = cleanup.enter_context(batched_server(opts, data.dsn))
-            load.servers = [hyper, batched]
-            log(f"chatsvc serve announcing at most every {opts.announce_window * 1000:g} ms on {batched.url}")
-            for key in (k for k in ANNOUNCE_SCENARIOS if k in opts.scenarios):
-                alternating(SCENARIOS[key], load, hyper, batched, results.announce)
+            comparisons = (
+                (uvicorn_server(opts, data.dsn), "uvicorn", UVICORN_SCENARIOS, results.uvicorn),
+                (pooled_server(opts, data.dsn), "chatsvc serve through PgBouncer", POOLER_SCENARIOS,
+                 results.pooler),
+                (batched_server(opts, data.dsn),
+                 f"chatsvc serve announcing at most every {opts.announce_window * 1000:g} ms",
+                 ANNOUNCE_SCENARIOS, results.announce),
+            )
+            for starting, what, keys, into in comparisons:
+                # One other server at a time beside chatsvc, their runs alternating.
+                other = cleanup.enter_context(starting)
+                load.servers = [hyper, other]
+                log(f"{what}: {opts.workers} workers on {other.url}")
+                for key in (k for k in keys if k in opts.scenarios):
+                    alternating(SCENARIOS[key], load, hyper, other, into)
+                other.stop()
             results.commands = load.commands
         results.fanout = run_fanout(server_dsn, opts)
     results.elapsed = time.monotonic() - began

@@ -105,8 +105,8 @@ psql: $(STAMP) ## Open psql on DATABASE_URL, else on the private PostgreSQL
 
 clean: ## Remove .venv, the private PostgreSQL's data and caches
 	-for root in $(DEVDB) .data/test .data/bench; do \
-	  [ -x $(BIN)/chatsvc ] && $(BIN)/chatsvc devdb --root $$root stop 2>/dev/null; done; true
-	-[ -x $(BIN)/python ] && $(BIN)/python -m chatsvc.ha stop .data/failover/cluster \
+	  [ -x $(BIN)/chatsvc ] && $(BIN)/chatsvc devdb --root $$root remove 2>/dev/null; done; true
+	-[ -x $(BIN)/python ] && $(BIN)/python -m chatsvc.ha remove .data/failover/cluster \
 	  .data/failover/pgbouncer .data/bench/pgbouncer; true
 	rm -rf $(VENV) .data .artifacts .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatsvc.devdb import DevDbError, PrivateCluster, exec_with_database
+from chatsvc.devdb import DevDbError, PrivateCluster, exec_with_database, remove
 from chatsvc.migrate import migrate
 from chatsvc.testing import ServerProcess, free_port, sign_up_and_log_in
 from tests import PROJECT_ROOT
@@ -241,3 +241,16 @@ def _wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout: f
                 return
         time.sleep(0.1)
     raise AssertionError(f"make run was not ready in {timeout} s:\n{log.read_text()}")
+
+
+def test_remove_takes_any_cluster_with_it_wherever_its_files_are(tmp_path: Path) -> None:
+    """`chatsvc devdb remove` (`make clean`): the durable cluster too, and its files also when they
+    were put under /var/tmp because PostgreSQL's user could not reach the root asked for (as here,
+    run as root: pytest's directories are 0700)."""
+    root = tmp_path / "dev"
+    cluster = PrivateCluster(root)
+    assert _select_one(cluster, cluster.start()) == "1"
+    assert (cluster.data / "PG_VERSION").is_file()
+    assert remove(root) == 0
+    assert not _postgres_running(cluster.data)
+    assert not cluster.home.exists() and not root.exists()

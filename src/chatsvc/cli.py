@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     importer.add_argument("--batch-size", type=_batch_size, default=None,
                           help="rows per batch (default 10000)")
     devdb = commands.add_parser("devdb", help="a private PostgreSQL cluster for development")
-    devdb.add_argument("action", choices=["start", "stop", "url", "exec"])
+    devdb.add_argument("action", choices=["start", "stop", "remove", "url", "exec"])
     devdb.add_argument("--root", type=Path, default=Path(".data"), help="cluster directory")
     devdb.add_argument("argv", nargs=argparse.REMAINDER, help="with exec: -- COMMAND ...")
     args = parser.parse_args(argv)
@@ -123,5 +123,5 @@ def _devdb(args: argparse.Namespace) -> int:
             print("chatsvc devdb exec: expected -- COMMAND ...", file=sys.stderr)
             return 2
         return devdb.exec_with_database(command, args.root)
-    actions = {"start": devdb.start, "stop": devdb.stop, "url": devdb.url}
+    actions = {"start": devdb.start, "stop": devdb.stop, "remove": devdb.remove, "url": devdb.url}
     return actions[args.action](args.root)

@@ -125,6 +125,11 @@ class PrivateCluster:
         """
         if self.durable or (self.data / DURABLE_MARK).exists():
             raise DevDbError(f"{self.data} is a durable cluster: it is never destroyed")
+        self.remove()
+
+    def remove(self) -> None:
+        """Stop the cluster and remove its files wherever they are, durable or not: only for one
+        the user asked to be rid of (`chatsvc devdb remove`, which `make clean` runs)."""
         self.stop()
         for directory in (self.data, self.home / "pg.initdb", self.home / "run"):
             shutil.rmtree(directory, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""`chatsvc devdb start|stop|url|exec`: a command run with DATABASE_URL set, signals relayed to it."""
+"""`chatsvc devdb start|stop|remove|url|exec`: a command run with DATABASE_URL set, signals relayed to it."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def start(root: Path) -> int:
 def stop(root: Path) -> int:
     """`devdb stop`: stop the private cluster in root if it is running."""
     PrivateCluster(root).stop()
+    return 0
+
+
+def remove(root: Path) -> int:
+    """`devdb remove`: stop the private cluster in root and remove its files, also those kept out
+    of sight under /var/tmp when PostgreSQL's user cannot reach root."""
+    PrivateCluster(root).remove()
     return 0
 
 

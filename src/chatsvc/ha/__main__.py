@@ -1,4 +1,6 @@
-"""`python -m chatsvc.ha stop DIR...`: end whatever chatsvc.ha left running under each DIR (`make clean`)."""
+"""`python -m chatsvc.ha remove DIR...`: end whatever chatsvc.ha left running under each DIR and
+remove its files, also those kept under /var/tmp when PostgreSQL's user cannot reach DIR
+(`make clean`)."""
 
 from __future__ import annotations
 
@@ -6,17 +8,18 @@ import sys
 from pathlib import Path
 
 from chatsvc.devdb import find_bindir, server_home
-from chatsvc.ha.daemons import reap
+from chatsvc.ha.daemons import reap, remove_root
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "stop":
-        print("usage: python -m chatsvc.ha stop DIR...", file=sys.stderr)
+    if len(argv) < 2 or argv[0] != "remove":
+        print("usage: python -m chatsvc.ha remove DIR...", file=sys.stderr)
         return 2
-    for root in map(Path, argv[1:]):
+    for root in (Path(arg).resolve() for arg in argv[1:]):
         if root.exists():
-            home, _ = server_home(root.resolve(), find_bindir())
+            home, _ = server_home(root, find_bindir())
             reap(home)
+            remove_root(home, root)
     return 0
 
 

@@ -22,7 +22,7 @@ FANOUT_ARGS ?= --streams 100 --messages 2000 --concurrency 1,8
 LINTED := src tests bin/update-readme bin/build-image bin/prometheus-rule
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test import-original test-rollout fuzz lint readme screenshot prometheus-rule image base-image migrate psql clean bench bench-scale bench-import bench-smoke
+.PHONY: help install run test import-original test-rollout fuzz lint readme screenshot prometheus-rule image base-image migrate psql clean bench bench-scale bench-send bench-import bench-smoke
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,12 +61,16 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed ## Load-test the routes vs pgbench and uvicorn, stream fan-out and the import (about 20 min); writes BENCHMARKS.md
+bench: $(VENV)/.bench-installed ## Load-test the routes vs pgbench and uvicorn, stream fan-out, what a send costs PostgreSQL and the import (about 25 min); writes BENCHMARKS.md
 	$(BIN)/python -m chatsvc.bench $(FANOUT_ARGS)
+	$(BIN)/python -m chatsvc.bench --send-only
 	$(BIN)/python -m chatsvc.bench --import-only
 
 bench-import: $(VENV)/.bench-installed ## chatsvc import-original on an original's database of a million messages (a few minutes)
 	$(BIN)/python -m chatsvc.bench --import-only
+
+bench-send: $(VENV)/.bench-installed ## What a send costs PostgreSQL, part by part: pgbench on SEND_MESSAGE without each part (a few minutes)
+	$(BIN)/python -m chatsvc.bench --send-only
 
 bench-scale: $(VENV)/.bench-installed ## GET /messages and the conversation routes with 10 thousand vs 10 million messages (about 20 min)
 	$(BIN)/python -m chatsvc.bench --scale

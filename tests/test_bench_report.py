@@ -6,6 +6,7 @@ the kept sections replaced in place; and its options read from the environment. 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from chatsvc.bench.options import SCENARIOS, BenchError, Options
 from chatsvc.bench.pgbench import CONVERSATION_KINDS
 from chatsvc.bench.routes import Results
 from chatsvc.bench.scale import Growth, Table
+from chatsvc.bench.send_cost import SendCost
 
 
 def run(rate: float, p99: float = 20.0, peak: float = 45.0) -> Run:
@@ -154,8 +156,18 @@ def test_a_section_is_replaced_in_place(tmp_path: Path) -> None:
     report.write_growth(growth, opts)
     report.write_growth(growth, opts)
     report.write_fanout(results().fanout, opts)  # type: ignore[arg-type]
+    send = SendCost("15.20", 300_000, 5000, 15, 5, {
+        "as shipped": [run(5000), run(5200)],
+        "without the conversation bookkeeping": [
+            dataclasses.replace(run(7000), pg_cpu=0.25), dataclasses.replace(run(7200), pg_cpu=0.29)],
+    })
+    report.write_send_cost(send, opts)
+    report.write_send_cost(send, opts)
     text = output.read_text()
 
+    assert text.count("## What a send costs PostgreSQL") == 1
+    assert "| as shipped | 0.400 / 0.400 | 0.400 | – | 5,100 |" in text
+    assert "| without the conversation bookkeeping | 0.250 / 0.290 | 0.270 | -0.130 | 7,100 |" in text
     assert text.count("## Growth") == 1 and text.count("## Fan-out") == 1
     assert "Large ÷ small: paced p50 × 1.00, paced p99 × 1.00, throughput × 1.00" in text
     assert text.index("## Profiles") < text.index("## Growth") < text.index("## Fan-out")

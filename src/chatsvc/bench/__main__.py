@@ -13,9 +13,10 @@ from chatsvc.bench.data import private_cluster
 from chatsvc.bench.fanout import run_fanout
 from chatsvc.bench.importing import run_import_bench
 from chatsvc.bench.options import RESULTS, ROOT, BenchError, Options
-from chatsvc.bench.report import write_fanout, write_growth, write_import, write_report
+from chatsvc.bench.report import write_fanout, write_growth, write_import, write_report, write_send_cost
 from chatsvc.bench.routes import run_bench
 from chatsvc.bench.scale import run_scale
+from chatsvc.bench.send_cost import run_send_cost
 
 # The import section: an original's database of a million messages, one user per hundred.
 IMPORT_MESSAGES = 1_000_000
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.fanout_only:
             with private_cluster(durable=not opts.not_durable) as (_, server_dsn):
                 write_fanout(run_fanout(server_dsn, opts), opts)
+        elif args.send_only:
+            write_send_cost(run_send_cost(opts), opts)
         elif args.import_only:
             messages = args.import_messages or (IMPORT_SMOKE_MESSAGES if args.smoke else IMPORT_MESSAGES)
             with private_cluster() as (_, server_dsn):
@@ -68,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--scale", action="store_true", help="only the growth section (make bench-scale)")
     mode.add_argument("--fanout-only", action="store_true", help="only the fan-out section")
+    mode.add_argument("--send-only", action="store_true",
+                      help="only the section on what a send costs PostgreSQL, part by part (make bench-send)")
     mode.add_argument("--import-only", action="store_true",
                       help="only the import section (make bench-import): chatsvc import-original's time")
     mode.add_argument(

@@ -92,6 +92,8 @@ class Options:
     # CHATSVC_STREAM_ANNOUNCE_WINDOW of the batched-announcement runs: POST /messages against a
     # server announcing at once, and the fan-out with the posting process announcing so.
     announce_window: float = 0.005
+    send_messages: int = 300_000  # prefilled for make bench-send
+    send_rounds: int = 4  # each a run of every variant of the send, in turn, each round starting one later
     scenarios: tuple[str, ...] = tuple(SCENARIOS)
     # 1: PostgreSQL with fsync, synchronous_commit and full_page_writes off, labelled in the report.
     not_durable: int = 0
@@ -116,6 +118,8 @@ class Options:
             scale_large=20_000,
             fanout_streams=20,
             fanout_messages=300,
+            send_messages=20_000,
+            send_rounds=1,
             output=DATA / "smoke.md",
         )
 

@@ -14,6 +14,7 @@ from chatsvc import queries
 from chatsvc.bench.conversations import Conversations
 from chatsvc.bench.load import Load, Meter, Run
 from chatsvc.bench.options import DATA, LOGS, PRODUCTION, ROOT, BenchError
+from chatsvc.bench.procfs import await_exits, tree
 from chatsvc.schemas import MAX_ID
 
 # pgbench runs at most 128 scripts; each of these stands for one user (its own session token).
@@ -42,9 +43,10 @@ class Pgbench:
     def __init__(self, load: Load, bindir: Path) -> None:
         self.load, self.path = load, find_pgbench(bindir)
 
-    def run(self, kind: str, *, seconds: float | None = None, label: str = "") -> Run:
+    def run(self, kind: str, *, seconds: float | None = None, label: str = "",
+            send: str = queries.messages.SEND_MESSAGE) -> Run:
         """The SQL of route `kind` (post, get, login, or a conversation kind) from as many clients
-        as wrk uses."""
+        as wrk uses; for post, `send` in place of SEND_MESSAGE when given (chatsvc.bench.send_cost)."""
         opts, data = self.load.opts, self.load.data
         seconds = opts.seconds if seconds is None else seconds
         if kind in CONVERSATION_KINDS:
@@ -52,7 +54,8 @@ class Pgbench:
                 raise BenchError(f"pgbench {kind}: the dataset holds no conversations")
             files, defines = conversation_scripts(kind, data.conversations, data.tokens, DATA / "pgbench")
         else:
-            files, defines = write_scripts(kind, data.users, data.readers, data.tokens, DATA / "pgbench")
+            files, defines = write_scripts(kind, data.users, data.readers, data.tokens, DATA / "pgbench",
+                                           send)
         prefix = LOGS / f"pgbench-{kind}-{label or 'warmup'}"
         for stale in LOGS.glob(prefix.name + ".*"):
             stale.unlink()
@@ -77,11 +80,13 @@ class Pgbench:
         if label:
             self.load.commands.setdefault(f"pgbench {kind}", shown_command(argv, files, defines))
         self.load.settle()
+        backends = set(tree(self.load.pg_pid))
         with Meter(None, self.load.pg_pid, data.dsn) as meter:
             proc = subprocess.run(
                 argv, capture_output=True, text=True, timeout=seconds + 120, check=False, cwd=LOGS,
                 env={**os.environ, "PGOPTIONS": PGOPTIONS},
             )
+            await_exits(self.load.pg_pid, backends)
         with (LOGS / f"pgbench-{kind}.log").open("a") as saved:
             saved.write(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -89,13 +94,12 @@ class Pgbench:
         return meter.fill(parse(proc.stdout, prefix))
 
 
-def script(kind: str, n: int, uid: int, users: int) -> str:
-    """The n-th script of route `kind`, played by user `uid`: exactly the SQL the route runs."""
+def script(kind: str, n: int, uid: int, users: int, send: str = queries.messages.SEND_MESSAGE) -> str:
+    """The n-th script of route `kind`, played by user `uid`: exactly the SQL the route runs (for
+    post, `send`: SEND_MESSAGE unless a variant of it is measured)."""
     token = {1: f":tok{n}"}
     if kind == "post":
-        return f"\\set recipient random(1, {users})\n" + pgbench_sql(
-            queries.messages.SEND_MESSAGE, token | _POST
-        )
+        return f"\\set recipient random(1, {users})\n" + pgbench_sql(send, token | _POST)
     if kind == "get":
         return f"\\set me {uid}\n" + pgbench_sql(queries.messages.LIST_MESSAGES, token | _GET)
     if kind == "login":
@@ -124,7 +128,8 @@ def pgbench_sql(sql: str, parameters: dict[int, str]) -> str:
 
 
 def write_scripts(
-    kind: str, users: int, readers: int, tokens: dict[int, str], directory: Path
+    kind: str, users: int, readers: int, tokens: dict[int, str], directory: Path,
+    send: str = queries.messages.SEND_MESSAGE,
 ) -> tuple[list[Path], dict[str, str]]:
     """One script per sampled user (its own token), and the variables they share."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -146,7 +151,7 @@ def write_scripts(
         defines[f"tok{n}"] = "\\x" + hashlib.sha256(tokens[uid].encode()).hexdigest()
         defines[f"uname{n}"] = f"bench-user-{uid}"
         path = directory / f"{kind}-{n:03d}.sql"
-        path.write_text(script(kind, n, uid, users))
+        path.write_text(script(kind, n, uid, users, send))
         files.append(path)
     return files, defines
 

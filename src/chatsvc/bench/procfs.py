@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from chatsvc.testing import descendants
@@ -13,6 +14,15 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def tree(pid: int) -> list[int]:
     """The process and its live descendants."""
     return [pid, *descendants(pid)]
+
+
+def await_exits(root: int, before: set[int], timeout: float = 5.0) -> None:
+    """Wait until the descendants of `root` that were not among `before` have exited and been
+    reaped: only then is their CPU time in `root`'s (its children's) and counted. PostgreSQL's
+    backends outlive their client's exit by a moment; read too early, a run would miss their CPU."""
+    deadline = time.monotonic() + timeout
+    while set(descendants(root)) - before and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -16,6 +16,7 @@ from chatsvc.bench.options import PRODUCTION, ROOT, SCENARIOS, Options, log
 from chatsvc.bench.pgbench import CONVERSATION_KINDS, CONVERSATION_PAGE, USERS, script
 from chatsvc.bench.routes import PROFILE_LINES, Results
 from chatsvc.bench.scale import Growth
+from chatsvc.bench.send_cost import SendCost
 from chatsvc.bench.servers import shown_settings, uvicorn_argv
 from chatsvc.bench.tables import mean, num, title
 
@@ -29,7 +30,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates" / "report.md"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 README = ROOT / "README.md"
 # Sections a run keeps as they were unless it measures them: each between <!-- BEGIN/END name -->.
-TUNING, SCALE, FANOUT, IMPORT = "TUNING", "SCALE", "FANOUT", "IMPORT"
+TUNING, SCALE, FANOUT, IMPORT, SEND = "TUNING", "SCALE", "FANOUT", "IMPORT", "SEND"
 
 
 def render(block: str, **values: object) -> str:
@@ -43,6 +44,8 @@ def write_report(results: Results, opts: Options) -> None:
         SCALE: preserved(opts.output, SCALE, "## Growth\n\n`make bench-scale` has not been run yet."),
         FANOUT: fanout_section(results.fanout) if results.fanout else preserved(opts.output, FANOUT, ""),
         IMPORT: preserved(opts.output, IMPORT, "## Moving in\n\n`make bench-import` has not been run yet."),
+        SEND: preserved(opts.output, SEND,
+                        "## What a send costs PostgreSQL\n\n`make bench-send` has not been run yet."),
     }
     text = report(results, opts) + "\n\n" + "\n\n".join(_marked(k, v) for k, v in sections.items()) + "\n"
     opts.output.write_text(text)
@@ -57,6 +60,19 @@ def write_growth(growth: Growth, opts: Options) -> None:
 
 def write_fanout(result: FanoutResult, opts: Options) -> None:
     replace_section(opts.output, FANOUT, fanout_section(result))
+
+
+def write_send_cost(result: SendCost, opts: Options) -> None:
+    replace_section(opts.output, SEND, render(
+        "send",
+        postgresql=result.postgresql,
+        users=f"{result.users:,}",
+        messages=f"{result.messages:,}",
+        rounds=len(next(iter(result.runs.values()), [])),
+        seconds=f"{result.seconds:g}",
+        warmup=f"{result.warmup:g}",
+        table=tables.send_cost(result),
+    ))
 
 
 def write_import(result: ImportResult, opts: Options) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from chatsvc.bench.load import Run
     from chatsvc.bench.routes import Results
     from chatsvc.bench.scale import Growth
+    from chatsvc.bench.send_cost import SendCost
 
 
 def table(header: str, rows: Iterable[Sequence[object]], align: str = "lr") -> str:
@@ -187,6 +188,24 @@ def announce(results: Results) -> str:
         for n, (at_once, batched) in enumerate(runs, start=1)
     ]
     return table(header, rows)
+
+
+def send_cost(result: SendCost) -> str:
+    """A row per variant: PostgreSQL CPU per send in each round, their mean, and the difference."""
+    means = {label: sum(run.pg_cpu or 0.0 for run in runs) / len(runs) for label, runs in result.runs.items()}
+    shipped = next(iter(means.values()), float("nan"))
+    header = "variant | PostgreSQL CPU ms/send, each round | mean | − as shipped | tps, mean"
+    rows = [
+        [
+            label,
+            " / ".join(num(run.pg_cpu, 3) for run in runs),
+            num(means[label], 3),
+            "–" if n == 0 else f"{means[label] - shipped:+.3f}",
+            num(sum(run.rate for run in runs) / len(runs)),
+        ]
+        for n, (label, runs) in enumerate(result.runs.items())
+    ]
+    return table(header, rows, align="lrrrr")
 
 
 def _pairs(pairs: dict[str, list[tuple[Run, Run]]], first: str, second: str, rss: bool = False) -> str:

@@ -15,12 +15,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import asyncpg
-
 from chatsvc import queries
 from chatsvc.bench import statements
 from chatsvc.bench.data import postmaster_pid, prefill, private_cluster, server_version
 from chatsvc.bench.load import Load, Run
+from chatsvc.bench.oneshot import fetch
 from chatsvc.bench.options import Options, log
 from chatsvc.bench.pgbench import Pgbench
 from chatsvc.testing import DatabaseFactory
@@ -86,7 +85,7 @@ def run_send_cost(opts: Options) -> SendCost:
                     with _indexes_dropped(data.dsn, variant.dropped_indexes):
                         # The writes of an index just built again are flushed, and the pages the
                         # statement touches first written whole, before the measured run.
-                        asyncio.run(_execute(data.dsn, "CHECKPOINT"))
+                        fetch(data.dsn, "CHECKPOINT")
                         pgbench.run("post", send=variant.statement, seconds=opts.warmup)
                         run = pgbench.run("post", send=variant.statement, label=f"send-{round_}")
                     result.runs.setdefault(variant.label, []).append(run)
@@ -100,22 +99,15 @@ def run_send_cost(opts: Options) -> SendCost:
 @contextlib.contextmanager
 def _indexes_dropped(dsn: str, names: tuple[str, ...]) -> Iterator[None]:
     """The indexes `names` gone for the duration, then built again from their own definitions."""
-    definitions = asyncio.run(_execute(dsn, "SELECT indexdef FROM pg_indexes WHERE indexname = ANY($1)",
-                                       list(names)))
+    if not names:
+        yield
+        return
+    definitions = fetch(dsn, "SELECT indexdef FROM pg_indexes WHERE indexname = ANY($1)", list(names))
     if len(definitions) != len(names):
         raise ValueError(f"not every one of the indexes {names} exists")
-    for name in names:
-        asyncio.run(_execute(dsn, f'DROP INDEX "{name}"'))
+    fetch(dsn, "DROP INDEX " + ", ".join(f'"{name}"' for name in names))
     try:
         yield
     finally:
         for (definition,) in definitions:
-            asyncio.run(_execute(dsn, definition))
-
-
-async def _execute(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return await connection.fetch(sql, *args)
-    finally:
-        await connection.close()
+            fetch(dsn, definition)

@@ -3,9 +3,7 @@ costs the database on average, beside the process CPU time procfs measures."""
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
+from chatsvc.bench.oneshot import fetch
 
 PRELOAD = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "top"}
 SHOWN = 3  # the statements of a run that cost most in total
@@ -20,26 +18,18 @@ LIMIT $1
 """
 
 
-async def _run(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return list(await connection.fetch(sql, *args))
-    finally:
-        await connection.close()
-
-
 def install(dsn: str) -> None:
-    asyncio.run(_run(dsn, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+    fetch(dsn, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
 def reset(dsn: str) -> None:
-    asyncio.run(_run(dsn, "SELECT pg_stat_statements_reset()"))
+    fetch(dsn, "SELECT pg_stat_statements_reset()")
 
 
 def top(dsn: str, requests: int) -> tuple[tuple[float, float, str], ...]:
     """(calls per request, mean execution ms, the statement's start) of the costliest statements
     since the last reset."""
-    rows = asyncio.run(_run(dsn, _TOP, SHOWN))
+    rows = fetch(dsn, _TOP, SHOWN)
     per = 1 / requests if requests else 0.0
     return tuple((row["calls"] * per, row["mean_ms"], name_of(row["query"])) for row in rows)
 
